@@ -1,0 +1,384 @@
+"""The count data layer: validated counts, sample table, design and offsets.
+
+A :class:`CountData` is the only thing the model builders read. Validation
+happens once, here, and every problem gets a one-line message that says
+what is wrong and how to fix it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .design import Design, build_design, prepare_factors
+from .errors import InputError
+
+log = logging.getLogger(__name__)
+
+SIZE_FACTOR_METHODS = ("ratio", "poscounts", "none")
+
+
+@dataclass(frozen=True)
+class CountData:
+    """Counts (genes x observations) with their sample table and design.
+
+    Build it with :meth:`from_pandas`, :meth:`from_csv` or :meth:`from_tidy`.
+
+    Attributes
+    ----------
+    counts : numpy.ndarray
+        ``(n_genes, n_obs)`` int64 counts; genes that were all zero are removed.
+    genes : pandas.Index
+        Gene ids (coordinate ``gene``).
+    samples : pandas.DataFrame
+        Sample table indexed by observation id (coordinate ``obs``), in the
+        order of the count columns.
+    design : Design
+        The design matrix and its coefficient names (coordinate ``coef``).
+    size_factors : numpy.ndarray
+        ``(n_obs,)`` positive normalization factors.
+    offset : numpy.ndarray
+        ``(n_obs,)`` log-scale offset entering the linear predictor
+        (``log(size_factors)``, or the user's offset for tidy data).
+    n_dropped_zero : int
+        Number of all-zero genes removed.
+    flags : numpy.ndarray
+        ``(n_genes,)`` strings; ``"all_zero_in:group=B"`` marks genes with no
+        counts at some factor level (they are kept and get a finite LFC from the prior).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> counts = pd.DataFrame({"a": [5, 0, 3], "b": [6, 0, 1], "c": [9, 0, 0], "d": [7, 0, 2]},
+    ...                       index=["g1", "g2", "g3"])
+    >>> samples = pd.DataFrame({"group": ["A", "A", "B", "B"]}, index=list("abcd"))
+    >>> d = CountData.from_pandas(counts, samples, design="~ group", size_factors="none")
+    >>> d.n_genes, d.n_dropped_zero, list(d.flags)
+    (2, 1, ['', ''])
+    """
+
+    counts: np.ndarray
+    genes: pd.Index
+    samples: pd.DataFrame
+    design: Design
+    size_factors: np.ndarray
+    offset: np.ndarray
+    n_dropped_zero: int = 0
+    flags: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+
+    @property
+    def n_genes(self) -> int:
+        return self.counts.shape[0]
+
+    @property
+    def n_obs(self) -> int:
+        return self.counts.shape[1]
+
+    @property
+    def obs(self) -> pd.Index:
+        return self.samples.index
+
+    @property
+    def normalized(self) -> np.ndarray:
+        """Counts divided by the size factors."""
+        return self.counts / self.size_factors[None, :]
+
+    @property
+    def base_mean(self) -> np.ndarray:
+        """Mean of normalized counts per gene (DESeq2's ``baseMean``)."""
+        return self.normalized.mean(axis=1)
+
+    # ------------------------------------------------------------------ constructors
+    @classmethod
+    def from_pandas(
+        cls,
+        counts: pd.DataFrame,
+        samples: pd.DataFrame,
+        design: str = "~ 1",
+        size_factors="ratio",
+    ) -> "CountData":
+        """Build from a genes x samples count frame and a sample table.
+
+        Parameters
+        ----------
+        counts : pandas.DataFrame
+            Gene ids as index, one column per sample.
+        samples : pandas.DataFrame
+            One row per sample, indexed by the same sample ids.
+        design : str
+            Formula such as ``"~ group"`` or ``"~ batch + condition"``.
+        size_factors : {"ratio", "poscounts", "none"} or array-like
+            Median-of-ratios (DESeq2), the ``poscounts`` variant for
+            zero-heavy data, none, or user-supplied positive factors.
+        """
+        if not isinstance(counts, pd.DataFrame) or not isinstance(samples, pd.DataFrame):
+            raise InputError("counts and samples must be pandas DataFrames")
+        values, genes, obs = _validate_counts(counts)
+        samples = prepare_factors(_align_samples(samples, obs))
+        design_ = build_design(design, samples)
+        keep = values.sum(axis=1) > 0
+        n_dropped = int((~keep).sum())
+        if not keep.any():
+            raise InputError("every gene has zero counts in every sample; nothing to fit")
+        if n_dropped:
+            log.info("dropped %d genes with zero counts in every sample", n_dropped)
+        values, genes = values[keep], genes[keep]
+        sf = compute_size_factors(values, size_factors)
+        flags = _zero_level_flags(values, samples, design_)
+        return cls(
+            counts=values,
+            genes=genes,
+            samples=samples,
+            design=design_,
+            size_factors=sf,
+            offset=np.log(sf),
+            n_dropped_zero=n_dropped,
+            flags=flags,
+        )
+
+    @classmethod
+    def from_csv(cls, counts_path, samples_path, design: str = "~ 1", size_factors="ratio") -> "CountData":
+        """Read a counts CSV/TSV (gene ids in the first column) and a sample CSV/TSV.
+
+        The delimiter is chosen from the file suffix (``.tsv``/``.txt`` → tab).
+        """
+        counts = read_table(counts_path, what="counts")
+        samples = read_table(samples_path, what="samples")
+        return cls.from_pandas(counts, samples, design=design, size_factors=size_factors)
+
+    @classmethod
+    def from_tidy(
+        cls,
+        frame: pd.DataFrame,
+        response: str,
+        design: str = "~ 1",
+        offset: str | np.ndarray | None = None,
+        name: str | None = None,
+    ) -> "CountData":
+        """One count response from a tidy table (one row per observation).
+
+        This is the ``glm.nb`` use: the response becomes a single "gene" and
+        the offset (e.g. ``log(person_years)``) enters the linear predictor
+        with coefficient 1.
+
+        Parameters
+        ----------
+        frame : pandas.DataFrame
+        response : str
+            Column holding the counts.
+        design : str
+            Right-hand side formula, e.g. ``"~ age + smoker"``.
+        offset : str or array-like, optional
+            Column name or values of the log-scale offset.
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> df = pd.DataFrame({"deaths": [3, 5, 2, 9], "smoker": ["n", "y", "n", "y"],
+        ...                    "py": [100., 120., 90., 150.]})
+        >>> df["log_py"] = np.log(df["py"])
+        >>> d = CountData.from_tidy(df, "deaths", "~ smoker", offset="log_py")
+        >>> d.n_genes, d.n_obs
+        (1, 4)
+        """
+        if response not in frame.columns:
+            raise InputError(f"response column {response!r} not found; columns: {list(frame.columns)}")
+        frame = frame.reset_index(drop=True)
+        frame.index = pd.Index([f"obs{i}" for i in range(len(frame))], name="obs")
+        counts = frame[[response]].T
+        counts.index = pd.Index([name or response])
+        values, genes, obs = _validate_counts(counts)
+        samples = prepare_factors(frame.drop(columns=[response]))
+        design_ = build_design(design, samples)
+        if offset is None:
+            off = np.zeros(len(frame))
+        else:
+            off = frame[offset].to_numpy(dtype=float) if isinstance(offset, str) else np.asarray(offset, float)
+            if off.shape != (len(frame),) or not np.all(np.isfinite(off)):
+                raise InputError("offset must be finite with one value per row (take logs of exposures > 0)")
+        if values.sum() == 0:
+            raise InputError(f"response {response!r} is zero in every row; nothing to fit")
+        return cls(
+            counts=values,
+            genes=genes,
+            samples=samples,
+            design=design_,
+            size_factors=np.exp(off),
+            offset=off,
+            n_dropped_zero=0,
+            flags=np.array([""], dtype=object),
+        )
+
+    def subset_genes(self, index) -> "CountData":
+        """A copy restricted to some genes (positions, boolean mask or ids)."""
+        if isinstance(index, (list, pd.Index)) and len(index) and isinstance(list(index)[0], str):
+            index = self.genes.get_indexer(index)
+        return CountData(
+            counts=self.counts[index],
+            genes=self.genes[index],
+            samples=self.samples,
+            design=self.design,
+            size_factors=self.size_factors,
+            offset=self.offset,
+            n_dropped_zero=self.n_dropped_zero,
+            flags=self.flags[index],
+        )
+
+    def summary(self) -> dict:
+        """Plain numbers describing the data, for logs and reports."""
+        return {
+            "n_genes": self.n_genes,
+            "n_obs": self.n_obs,
+            "n_dropped_all_zero": self.n_dropped_zero,
+            "n_flagged_zero_level": int(np.sum(self.flags != "")),
+            "design": self.design.formula,
+            "coef": list(self.design.coef),
+        }
+
+
+# ---------------------------------------------------------------------- helpers
+def read_table(path, what: str) -> pd.DataFrame:
+    """Read a CSV/TSV whose first column holds the row ids."""
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"{what} file {str(path)!r} does not exist")
+    sep = "\t" if p.suffix.lower() in {".tsv", ".txt", ".tab"} else ","
+    try:
+        frame = pd.read_csv(p, sep=sep, index_col=0)
+    except Exception as exc:
+        raise InputError(f"cannot read {what} file {str(path)!r}: {exc}") from None
+    if frame.shape[1] == 0 and sep == ",":
+        frame = pd.read_csv(p, sep="\t", index_col=0)
+    frame.index = frame.index.map(str)
+    frame.columns = frame.columns.map(str)
+    return frame
+
+
+def _validate_counts(counts: pd.DataFrame):
+    if counts.shape[0] == 0 or counts.shape[1] == 0:
+        raise InputError(
+            f"count matrix is empty ({counts.shape[0]} genes x {counts.shape[1]} samples); "
+            "check the file and its delimiter"
+        )
+    genes = pd.Index(counts.index.map(str), name="gene")
+    obs = pd.Index(counts.columns.map(str), name="obs")
+    dup = obs[obs.duplicated()].unique().tolist()
+    if dup:
+        raise InputError(f"sample ids duplicated in the count columns: {dup[:5]}; make them unique")
+    dup = genes[genes.duplicated()].unique().tolist()
+    if dup:
+        raise InputError(f"gene ids duplicated in the count rows: {dup[:5]}; make them unique or sum them")
+    bad_cols = [c for c in counts.columns if not pd.api.types.is_numeric_dtype(counts[c])]
+    if bad_cols:
+        raise InputError(
+            f"count columns {list(map(str, bad_cols[:5]))} are not numeric; "
+            "the first column must hold gene ids and the rest counts"
+        )
+    values = counts.to_numpy(dtype=float)
+    where = lambda mask: f"(first at gene {genes[np.argwhere(mask)[0][0]]!r}, sample {obs[np.argwhere(mask)[0][1]]!r})"
+    nan = np.isnan(values)
+    if nan.any():
+        raise InputError(f"counts contain {int(nan.sum())} missing (NaN) values {where(nan)}; fill or drop them")
+    inf = np.isinf(values)
+    if inf.any():
+        raise InputError(f"counts contain {int(inf.sum())} infinite values {where(inf)}; counts must be finite")
+    neg = values < 0
+    if neg.any():
+        raise InputError(f"counts contain {int(neg.sum())} negative values {where(neg)}; counts must be >= 0")
+    frac = values != np.round(values)
+    if frac.any():
+        raise InputError(
+            f"counts contain {int(frac.sum())} non-integer values {where(frac)}; "
+            "give raw integer counts, not normalized or TPM values"
+        )
+    return values.astype(np.int64), genes, obs
+
+
+def _align_samples(samples: pd.DataFrame, obs: pd.Index) -> pd.DataFrame:
+    samples = samples.copy()
+    samples.index = pd.Index(samples.index.map(str), name="obs")
+    dup = samples.index[samples.index.duplicated()].unique().tolist()
+    if dup:
+        raise InputError(f"sample ids duplicated in the sample table: {dup[:5]}; make them unique")
+    missing = [s for s in obs if s not in samples.index]
+    if missing:
+        raise InputError(
+            f"samples {missing[:5]} are in the counts but not in the sample table; "
+            "add them or drop those count columns"
+        )
+    extra = [s for s in samples.index if s not in set(obs)]
+    if extra:
+        raise InputError(
+            f"samples {extra[:5]} are in the sample table but not in the counts; "
+            "remove them from the table or add their counts"
+        )
+    return samples.loc[obs]
+
+
+def compute_size_factors(counts: np.ndarray, method="ratio") -> np.ndarray:
+    """Size factors by DESeq2's median-of-ratios, its ``poscounts`` variant, or given.
+
+    Parameters
+    ----------
+    counts : numpy.ndarray
+        ``(n_genes, n_obs)`` counts.
+    method : {"ratio", "poscounts", "none"} or array-like
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> c = np.array([[10, 20], [30, 60], [5, 10]])
+    >>> np.round(compute_size_factors(c), 4)
+    array([0.7071, 1.4142])
+    """
+    n_obs = counts.shape[1]
+    if not isinstance(method, str):
+        sf = np.asarray(method, dtype=float)
+        if sf.shape != (n_obs,) or not np.all(np.isfinite(sf)) or np.any(sf <= 0):
+            raise InputError(f"size factors must be {n_obs} positive finite numbers, one per sample")
+        return sf
+    if method not in SIZE_FACTOR_METHODS:
+        raise InputError(f"unknown size factor method {method!r}; use one of {SIZE_FACTOR_METHODS} or give values")
+    if method == "none":
+        return np.ones(n_obs)
+    with np.errstate(divide="ignore"):
+        logc = np.log(counts.astype(float))
+    if method == "ratio":
+        use = np.all(counts > 0, axis=1)
+        if not use.any():
+            raise InputError(
+                "every gene has a zero in some sample, so median-of-ratios size factors are undefined; "
+                "use size_factors='poscounts' (CLI: --size-factors poscounts)"
+            )
+        loggeo = logc[use].mean(axis=1)
+        sf = np.exp(np.median(logc[use] - loggeo[:, None], axis=0))
+    else:
+        # DESeq2's poscounts: geometric means over positive counts, scaled by n_pos/n.
+        pos = counts > 0
+        loggeo = np.where(pos, logc, 0.0).sum(axis=1) / n_obs
+        ok = loggeo > 0
+        sf = np.empty(n_obs)
+        for j in range(n_obs):
+            m = ok & pos[:, j]
+            sf[j] = np.exp(np.median(logc[m, j] - loggeo[m])) if m.any() else np.nan
+        if not np.all(np.isfinite(sf)):
+            raise InputError("some samples have no positive counts among usable genes; remove empty samples")
+        sf = sf / np.exp(np.mean(np.log(sf)))
+    if not np.all(np.isfinite(sf)) or np.any(sf <= 0):
+        raise InputError("size factors could not be computed (a sample with no counts?); remove empty samples")
+    return sf
+
+
+def _zero_level_flags(counts: np.ndarray, samples: pd.DataFrame, design: Design) -> np.ndarray:
+    flags = [[] for _ in range(counts.shape[0])]
+    for factor, levels in design.factors.items():
+        col = samples[factor].astype(str).to_numpy()
+        for lv in levels:
+            zero = counts[:, col == lv].sum(axis=1) == 0
+            for g in np.flatnonzero(zero):
+                flags[g].append(f"all_zero_in:{factor}={lv}")
+    return np.array([";".join(f) for f in flags], dtype=object)

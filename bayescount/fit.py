@@ -1,0 +1,211 @@
+"""Fit a template to count data by MAP + Laplace, ADVI or NUTS."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from importlib.util import find_spec
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .data import CountData
+from .errors import InputError
+from .fit_map import MapState, fit_map, laplace_draws, pointwise_loglik
+from .model import build_model, layout
+from .result import Fit, package_versions
+from .spec import Spec, load_spec
+
+log = logging.getLogger(__name__)
+
+METHODS = ("map", "advi", "nuts")
+
+
+def fit(
+    data: CountData,
+    model: str | Spec = "nb_trend",
+    method: str = "map",
+    random_seed: int | None = None,
+    draws: int | None = None,
+    priors: dict | None = None,
+    log_likelihood: bool = False,
+    progress: bool = False,
+    tune: int = 1000,
+    chains: int = 2,
+    nuts_sampler: str | None = None,
+    advi_steps: int = 20000,
+    advi_learning_rate: float = 0.02,
+) -> Fit:
+    """Fit a template to count data.
+
+    Parameters
+    ----------
+    data : CountData
+    model : str or Spec
+        Catalog name (``"nb_trend"``, ``"poisson"``, ``"nb"``) or a spec.
+    method : {"map", "advi", "nuts"}
+        ``"map"``: genome-scale batched Newton with hyperparameters from a
+        Laplace-approximate marginal likelihood, then per-gene Laplace.
+        ``"advi"``: mean-field ADVI (Adam). ``"nuts"``: NUTS via nutpie when
+        installed, else PyMC's sampler.
+    random_seed : int, optional
+        Seed for draws and samplers. If omitted one is drawn and recorded in
+        the result's attrs, so any fit can be repeated.
+    draws : int, optional
+        Posterior draws (default 1000 per chain for NUTS/ADVI, 200 Laplace draws for MAP).
+    priors : dict, optional
+        Overrides of the template's hyperparameters, ``{section: {key: value}}``.
+    log_likelihood : bool
+        Add the pointwise ``log_likelihood`` group (gene x obs per draw).
+    progress : bool
+        Show progress bars on long steps.
+
+    Returns
+    -------
+    Fit
+
+    Examples
+    --------
+    >>> from bayescount import simulate, fit
+    >>> sim = simulate(n_genes=100, n_per_group=3, random_seed=2)
+    >>> res = fit(sim.data, method="map", random_seed=2)
+    >>> res.method, res.idata.attrs["spec_hash"] == res.spec.hash
+    ('map', True)
+    """
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; use one of {METHODS}")
+    if not isinstance(data, CountData):
+        raise InputError("data must be a CountData (see CountData.from_pandas / from_csv)")
+    spec = load_spec(model, priors) if not isinstance(model, Spec) else model.with_overrides(priors)
+    seed = int(np.random.SeedSequence().entropy % (2**31)) if random_seed is None else int(random_seed)
+    lay = layout(spec, data)
+    t0 = time.perf_counter()
+    if method == "map":
+        state = fit_map(spec, data, progress=progress)
+        tree = _map_tree(state, data, lay, draws or 200, seed, log_likelihood, spec)
+        extra = {"hyper": json.dumps({k: np.asarray(v).tolist() for k, v in state.hyper.items()}),
+                 "timings": json.dumps(state.timings), "n_sweeps": state.n_sweeps}
+    else:
+        tree, extra = _pymc_tree(spec, data, method, seed, draws, log_likelihood, progress, tune, chains,
+                                 nuts_sampler, advi_steps, advi_learning_rate)
+    tree["constant_data"] = xr.DataTree(_constant_data(data))
+    tree.attrs.update(
+        {
+            "method": method,
+            "spec": spec.to_json(),
+            "spec_hash": spec.hash,
+            "model": spec.name,
+            "random_seed": seed,
+            "versions": json.dumps(package_versions()),
+            "design": data.design.formula,
+            "sample_columns": json.dumps(list(data.samples.columns)),
+            "hyper_names": json.dumps(list(lay.hyper)),
+            "n_dropped_all_zero": data.n_dropped_zero,
+            "wall_seconds": time.perf_counter() - t0,
+            **extra,
+        }
+    )
+    return Fit(idata=tree, spec=spec)
+
+
+def _constant_data(data: CountData) -> xr.Dataset:
+    ds = xr.Dataset(
+        {
+            "design": (("obs", "coef"), data.design.matrix),
+            "offset": ("obs", data.offset),
+            "size_factors": ("obs", data.size_factors),
+            "base_mean": ("gene", data.base_mean),
+            "flags": ("gene", data.flags.astype(str).astype(object)),
+        },
+        coords={"gene": np.asarray(data.genes, dtype=object), "obs": np.asarray(data.obs, dtype=object),
+                "coef": list(data.design.coef)},
+    )
+    for col in data.samples.columns:
+        values = data.samples[col]
+        arr = values.astype(str).to_numpy(dtype=object) if not pd.api.types.is_numeric_dtype(values) else values.to_numpy()
+        ds[f"sample__{col}"] = ("obs", arr)
+    return ds
+
+
+def _observed(data: CountData) -> xr.Dataset:
+    return xr.Dataset(
+        {"counts": (("gene", "obs"), data.counts)},
+        coords={"gene": np.asarray(data.genes, dtype=object), "obs": np.asarray(data.obs, dtype=object)},
+    )
+
+
+def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec) -> xr.DataTree:
+    genes = np.asarray(data.genes, dtype=object)
+    P = lay.n_coef
+    theta = laplace_draws(state, draws, seed)  # (draw, gene, K)
+    post = {"beta": (("chain", "draw", "gene", "coef"), theta[None, :, :, :P])}
+    for i, pname in enumerate(lay.gene_params):
+        post[pname] = (("chain", "draw", "gene"), theta[None, :, :, P + i])
+    if "log_dispersion" in lay.gene_params:
+        post["dispersion"] = (("chain", "draw", "gene"), np.exp(post["log_dispersion"][1]))
+    for name, value in state.hyper.items():
+        value = np.asarray(value)
+        if value.ndim == 0:
+            post[name] = (("chain", "draw"), np.full((1, draws), float(value)))
+        else:
+            post[name] = (("chain", "draw", "slope"), np.broadcast_to(value, (1, draws, value.size)).copy())
+    coords = {"chain": [0], "draw": np.arange(draws), "gene": genes, "coef": list(lay.coef)}
+    if lay.slopes:
+        coords["slope"] = list(lay.slopes)
+    posterior = xr.Dataset(post, coords=coords)
+    posterior.attrs["note"] = "Laplace draws around per-gene modes; shared hyperparameters are point estimates"
+    names = list(lay.names)
+    laplace = xr.Dataset(
+        {"mode": (("gene", "param"), state.mode), "cov": (("gene", "param", "param_"), state.cov)},
+        coords={"gene": genes, "param": names, "param_": names},
+    )
+    map_stats = xr.Dataset(
+        {"converged": ("gene", state.converged), "n_iter": ("gene", state.n_iter), "loglik": ("gene", state.loglik)},
+        coords={"gene": genes},
+    )
+    groups = {"posterior": posterior, "laplace": laplace, "map_stats": map_stats, "observed_data": _observed(data)}
+    if log_likelihood:
+        ll = pointwise_loglik(spec, data, lay, theta)
+        groups["log_likelihood"] = xr.Dataset(
+            {"counts": (("chain", "draw", "gene", "obs"), ll[None])},
+            coords={"chain": [0], "draw": np.arange(draws), "gene": genes, "obs": np.asarray(data.obs, dtype=object)},
+        )
+    return xr.DataTree.from_dict(groups)
+
+
+def _pymc_tree(spec, data, method, seed, draws, log_likelihood, progress, tune, chains, nuts_sampler,
+               advi_steps, advi_learning_rate):
+    import pymc as pm
+
+    from . import _kernels  # noqa: F401
+
+    model = build_model(spec, data)
+    extra = {}
+    with model:
+        if method == "nuts":
+            sampler = nuts_sampler or ("nutpie" if find_spec("nutpie") else "pymc")
+            tree = pm.sample(draws=draws or 1000, tune=tune, chains=chains, random_seed=seed,
+                             nuts_sampler=sampler, progressbar=progress)
+            extra["nuts_sampler"] = sampler
+        else:
+            from pymc.variational.callbacks import CheckParametersConvergence
+
+            approx = pm.fit(n=advi_steps, method="advi", obj_optimizer=pm.adam(learning_rate=advi_learning_rate),
+                            random_seed=seed, progressbar=progress,
+                            callbacks=[CheckParametersConvergence(diff="relative", tolerance=1e-3, every=500)])
+            tree = approx.sample(draws or 1000, random_seed=seed)
+            hist = np.asarray(approx.hist, dtype=float)
+            tree["sample_stats"] = xr.DataTree(xr.Dataset({"loss": ("advi_step", hist)}))
+            extra["advi_steps_run"] = int(hist.size)
+            extra["advi_converged"] = int(hist.size < advi_steps)
+            if hist.size >= advi_steps:
+                log.warning("ADVI stopped at %d steps without its parameters settling; raise advi_steps", advi_steps)
+        if log_likelihood:
+            pm.compute_log_likelihood(tree, model=model, progressbar=False)
+    post = tree["posterior"].to_dataset()
+    post = post.drop_vars([v for v in post.data_vars if v.endswith("_z")])
+    tree["posterior"] = xr.DataTree(post)
+    tree["observed_data"] = xr.DataTree(_observed(data))
+    return tree, extra

@@ -1,0 +1,388 @@
+"""The genome-scale MAP + Laplace path.
+
+Per-gene posterior modes are found by batched Newton steps: the likelihood
+part's elementwise log-density is differentiated (first and second
+derivatives in the linear predictor and the gene parameters) by pytensor and
+compiled once per likelihood; the chain rule through the design matrix and
+each gene's small K x K solve are batched numpy. Shared hyperparameters are
+not taken from the joint mode (where scales collapse toward zero) but from
+a Laplace-approximate marginal likelihood: at the current modes, each gene's
+Laplace approximation gives, for every hyperparameter-driven coordinate, an
+implied Gaussian likelihood summary ``(x_hat, s2)``, and the hyperparameters
+maximize ``sum_g log N(x_hat_g; loc_g(phi), scale(phi)^2 + s2_g)`` plus their
+log-prior. Modes and hyperparameters alternate until the hyperparameters
+settle; the final per-gene Laplace approximation ``N(mode, (-H)^-1)``
+gives posterior sds and draws.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import pymc as pm
+import pytensor
+import pytensor.tensor as pt
+from pytensor.graph.traversal import ancestors
+from scipy import optimize
+
+from . import _kernels  # noqa: F401  (registers numba trigamma)
+from .data import CountData
+from .model import Layout, layout, prior_loc_scale
+from .progress import progress_bar
+from .spec import Spec
+
+log = logging.getLogger(__name__)
+
+_LIK_CACHE: dict = {}
+_HYPER_CACHE: dict = {}
+MAX_STEP = 5.0
+INFO_FRACTION = 0.05
+WEAK_SCALE = 3.0
+
+
+@dataclass
+class MapState:
+    """Result of the MAP + Laplace fit, all arrays over genes."""
+
+    mode: np.ndarray  # (G, K)
+    cov: np.ndarray  # (G, K, K) Laplace covariance
+    hyper: dict[str, np.ndarray]
+    converged: np.ndarray  # (G,) bool
+    n_iter: np.ndarray  # (G,) Newton iterations summed over sweeps
+    loglik: np.ndarray  # (G,) log-likelihood at the mode
+    names: tuple[str, ...]
+    n_sweeps: int = 0
+    timings: dict = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------ compiled pieces
+def _likelihood_kernel(lik):
+    """Compile ``(y, eta, *gene_params) -> (logp, d1..., d2...)`` elementwise."""
+    key = repr(lik)
+    if key in _LIK_CACHE:
+        return _LIK_CACHE[key]
+    t0 = time.perf_counter()
+    y = pt.dmatrix("y")
+    eta = pt.dmatrix("eta")
+    ps = [pt.dmatrix(n) for n in lik.gene_params]
+    lp = pm.logp(lik.dist(eta, dict(zip(lik.gene_params, ps))), y)
+    wrt = [eta, *ps]
+    d1 = pt.grad(lp.sum(), wrt)
+    # Each element's logp depends only on the same element of every input, so
+    # the gradient of a summed first derivative is the elementwise second derivative.
+    d2 = []
+    for i in range(len(wrt)):
+        d2.extend(pt.grad(d1[i].sum(), wrt[i:]))
+    full = pytensor.function([y, eta, *ps], [lp, *d1, *d2], mode="NUMBA")
+    value = pytensor.function([y, eta, *ps], lp.sum(axis=1), mode="NUMBA")
+    pointwise = pytensor.function([y, eta, *ps], lp, mode="NUMBA")
+    # d(l_eta_eta)/d(gene param): the Cox-Reid adjustment's derivative.
+    third = pytensor.function([y, eta, *ps], [pt.grad(d2[0].sum(), p) for p in ps], mode="NUMBA") if ps else None
+    _LIK_CACHE[key] = (full, value, pointwise, third, time.perf_counter() - t0)
+    return _LIK_CACHE[key]
+
+
+def _hyper_functions(spec: Spec, lay: Layout):
+    """Compile the prior (loc, scale) map and the marginal hyper-objective."""
+    key = (spec.hash, lay.coef, lay.gene_params)
+    if key in _HYPER_CACHE:
+        return _HYPER_CACHE[key]
+    u = pt.dvector("u")
+    base_mean = pt.dvector("base_mean")
+    xhat, s2, mask = pt.dmatrix("xhat"), pt.dmatrix("s2"), pt.dmatrix("mask")
+    hyper, prior_lp, pos = {}, pt.constant(0.0), 0
+    for name, h in lay.hyper.items():
+        n = 1 if h.size is None else h.size
+        uu = u[pos : pos + n] if h.size is not None else u[pos]
+        pos += n
+        hyper[name] = pt.exp(uu)
+        # Hyperprior on the positive scale plus the log-Jacobian of exp.
+        prior_lp = prior_lp + pm.logp(h.dist(), hyper[name]).sum() + pt.sum(uu)
+    G = base_mean.shape[0]
+    locs, scales = prior_loc_scale(spec, lay, hyper, base_mean)
+    loc = pt.stack([pt.broadcast_to(l, (G,)) for l in locs], axis=1)
+    scale = pt.stack([pt.broadcast_to(s, (G,)) for s in scales], axis=1)
+    # Coordinates driven by the same hyperparameters form one group.
+    groups: dict[frozenset, list[int]] = {}
+    for k, (l, s) in enumerate(zip(locs, scales)):
+        anc = set(map(id, ancestors([l, s])))
+        names = frozenset(n for n, v in hyper.items() if id(v) in anc)
+        if names:
+            groups.setdefault(names, []).append(k)
+    driven = [np.array(ks) for ks in groups.values()]
+    sd = pt.sqrt(scale**2 + s2)
+    ll = pt.sum(mask * (-0.5 * ((xhat - loc) / sd) ** 2 - pt.log(sd) - 0.5 * np.log(2 * np.pi)))
+    objective = -(ll + prior_lp)
+    mode = pytensor.compile.mode.get_mode("FAST_COMPILE")
+    obj_fn = pytensor.function([u, xhat, s2, mask, base_mean], [objective, pt.grad(objective, u)], mode=mode)
+    prior_fn = pytensor.function([u, base_mean], [loc, scale], mode=mode, on_unused_input="ignore")
+    _HYPER_CACHE[key] = (obj_fn, prior_fn, driven, pos)
+    return _HYPER_CACHE[key]
+
+
+def _initial_u(lay: Layout) -> np.ndarray:
+    start = {"tau": 0.5, "a0": 0.05, "a1": 0.5, "sigma_d": 1.0}
+    out = []
+    for name, h in lay.hyper.items():
+        out.extend([np.log(start.get(name, 1.0))] * (1 if h.size is None else h.size))
+    return np.array(out, dtype=float)
+
+
+def _unpack_u(lay: Layout, u: np.ndarray) -> dict[str, np.ndarray]:
+    out, pos = {}, 0
+    for name, h in lay.hyper.items():
+        n = 1 if h.size is None else h.size
+        out[name] = np.exp(u[pos]) if h.size is None else np.exp(u[pos : pos + n])
+        pos += n
+    return out
+
+
+# ----------------------------------------------------------------------- the solver
+class _Problem:
+    """Per-gene log posterior, gradient and Hessian for fixed hyperparameters."""
+
+    def __init__(self, spec: Spec, data: CountData, lay: Layout):
+        self.full, self.value, self.pointwise, self.third, self.compile_seconds = _likelihood_kernel(spec.likelihood)
+        self.y = data.counts.astype(float)
+        self.X = data.design.matrix
+        self.offset = data.offset
+        self.P = lay.n_coef
+        self.K = len(lay.names)
+        self.Q = self.K - self.P
+
+    def _eta_params(self, theta, rows):
+        eta = self.offset[None, :] + theta[:, : self.P] @ self.X.T
+        n = self.y.shape[1]
+        params = [np.ascontiguousarray(np.broadcast_to(theta[:, self.P + q, None], (len(rows), n))) for q in range(self.Q)]
+        return eta, params
+
+    def loglik(self, theta, rows):
+        eta, params = self._eta_params(theta, rows)
+        return self.value(self.y[rows], eta, *params)
+
+    def logpost(self, theta, rows, loc, scale):
+        z = (theta - loc[rows]) / scale[rows]
+        return self.loglik(theta, rows) - 0.5 * np.sum(z * z, axis=1)
+
+    def derivs(self, theta, rows, loc, scale):
+        eta, params = self._eta_params(theta, rows)
+        out = self.full(self.y[rows], eta, *params)
+        P, Q, X = self.P, self.Q, self.X
+        lp, d1, d2 = out[0], out[1 : 2 + Q], out[2 + Q :]
+        g = np.empty((len(rows), self.K))
+        H = np.empty((len(rows), self.K, self.K))
+        g[:, :P] = d1[0] @ X
+        for q in range(Q):
+            g[:, P + q] = d1[1 + q].sum(axis=1)
+        it = iter(d2)
+        for i in range(1 + Q):
+            for j in range(i, 1 + Q):
+                h = next(it)
+                if i == 0 and j == 0:
+                    H[:, :P, :P] = np.einsum("gn,na,nb->gab", h, X, X, optimize=True)
+                elif i == 0:
+                    H[:, :P, P + j - 1] = h @ X
+                    H[:, P + j - 1, :P] = H[:, :P, P + j - 1]
+                else:
+                    H[:, P + i - 1, P + j - 1] = H[:, P + j - 1, P + i - 1] = h.sum(axis=1)
+        prec = 1.0 / scale[rows] ** 2
+        g -= (theta - loc[rows]) * prec
+        H[:, np.arange(self.K), np.arange(self.K)] -= prec
+        return lp.sum(axis=1), g, H
+
+
+    def cox_reid_grad(self, theta, rows, H):
+        """Gradient in each gene parameter of ``-1/2 log det(-H_beta_beta)``.
+
+        Cox & Reid's adjustment: the Laplace-integrated likelihood of the gene
+        parameters (coefficients integrated out under their prior), which removes
+        the small-sample downward bias of ML dispersions (DESeq2 does the same).
+        """
+        if self.third is None:
+            return np.zeros((len(rows), 0))
+        eta, params = self._eta_params(theta, rows)
+        t3 = self.third(self.y[rows], eta, *params)
+        Ainv = np.linalg.inv(-H[:, : self.P, : self.P])
+        return np.stack([0.5 * np.einsum("gab,gn,na,nb->g", Ainv, t, self.X, self.X, optimize=True) for t in t3], axis=1)
+
+
+def _newton(prob: _Problem, theta, loc, scale, tol=1e-8, max_iter=60):
+    """Damped Newton on every gene at once; only unconverged genes are touched."""
+    G = theta.shape[0]
+    converged = np.zeros(G, dtype=bool)
+    n_iter = np.zeros(G, dtype=int)
+    active = np.arange(G)
+    for _ in range(max_iter):
+        if active.size == 0:
+            break
+        th = theta[active]
+        f0 = prob.logpost(th, active, loc, scale)
+        _, g, H = prob.derivs(th, active, loc, scale)
+        A = -H
+        # Levenberg-style shift where the Hessian is not negative definite.
+        min_eig = np.linalg.eigvalsh(A)[:, 0]
+        shift = np.where(min_eig < 1e-8, 1e-6 - min_eig + 1e-3 * np.abs(min_eig), 0.0)
+        A = A + shift[:, None, None] * np.eye(prob.K)
+        step = np.linalg.solve(A, g[..., None])[..., 0]
+        big = np.abs(step).max(axis=1)
+        step *= np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
+        decrement = np.einsum("gk,gk->g", g, step)
+        t = np.ones(active.size)
+        accepted = np.zeros(active.size, dtype=bool)
+        new = th.copy()
+        todo = np.arange(active.size)
+        for _half in range(30):
+            cand = th[todo] + t[todo, None] * step[todo]
+            f1 = prob.logpost(cand, active[todo], loc, scale)
+            ok = np.isfinite(f1) & (f1 >= f0[todo] + 1e-4 * t[todo] * decrement[todo] - 1e-12 * np.abs(f0[todo]))
+            new[todo[ok]] = cand[ok]
+            accepted[todo[ok]] = True
+            todo = todo[~ok]
+            if todo.size == 0:
+                break
+            t[todo] *= 0.5
+        theta[active] = new
+        n_iter[active] += 1
+        done = (decrement < tol) | (np.abs(t[:, None] * step).max(axis=1) < 1e-7) | ~accepted
+        converged[active[done & accepted]] = True
+        converged[active[done & ~accepted & (decrement < 1e-6)]] = True
+        active = active[~done]
+    return theta, converged, n_iter
+
+
+def _initial_theta(data: CountData, lay: Layout, hyper_loc: np.ndarray) -> np.ndarray:
+    theta = np.zeros((data.n_genes, len(lay.names)))
+    if "Intercept" in lay.coef:
+        theta[:, lay.coef.index("Intercept")] = np.log(data.base_mean + 0.1)
+    theta[:, lay.n_coef :] = hyper_loc[:, lay.n_coef :]
+    return theta
+
+
+def fit_map(
+    spec: Spec,
+    data: CountData,
+    max_sweeps: int = 40,
+    hyper_tol: float = 1e-3,
+    progress: bool = False,
+) -> MapState:
+    """Fit a template by batched MAP with marginal hyperparameters, then Laplace.
+
+    Returns
+    -------
+    MapState
+        Modes, Laplace covariances, hyperparameters and per-gene convergence.
+    """
+    lay = layout(spec, data)
+    t0 = time.perf_counter()
+    prob = _Problem(spec, data, lay)
+    obj_fn, prior_fn, driven, n_u = _hyper_functions(spec, lay)
+    t_compile = time.perf_counter() - t0
+    base_mean = data.base_mean
+    all_rows = np.arange(data.n_genes)
+    u = _initial_u(lay)
+    loc, scale = prior_fn(u, base_mean)
+    theta = _initial_theta(data, lay, loc)
+    weak_theta = [theta.copy() for _ in driven]
+    usable = data.flags == ""
+    n_iter_total = np.zeros(data.n_genes, dtype=int)
+    sweeps = 0
+    t1 = time.perf_counter()
+    with progress_bar(progress, "MAP sweeps", total=max_sweeps if n_u else 1) as bar:
+        while n_u and sweeps < max_sweeps:
+            # Each group's likelihood summary comes from a mode where only that
+            # group's prior is widened, so the summary does not feed on its own prior.
+            xhat, s2, mask = (np.zeros_like(theta) for _ in range(3))
+            for gi, ks in enumerate(driven):
+                wscale = scale.copy()
+                wscale[:, ks] = np.maximum(WEAK_SCALE, 10.0 * scale[:, ks])
+                weak_theta[gi], conv, n_iter = _newton(prob, weak_theta[gi], loc, wscale)
+                n_iter_total += n_iter
+                _, _, H = prob.derivs(weak_theta[gi], all_rows, loc, wscale)
+                xs, ss, ms = _likelihood_summaries(weak_theta[gi], H, loc, wscale, usable & conv)
+                if prob.Q:
+                    # One Newton step of the Cox-Reid adjusted likelihood from its unadjusted mode.
+                    xs[:, prob.P :] += ss[:, prob.P :] * prob.cox_reid_grad(weak_theta[gi], all_rows, H)
+                xhat[:, ks], s2[:, ks], mask[:, ks] = xs[:, ks], ss[:, ks], ms[:, ks]
+            res = optimize.minimize(
+                lambda v: tuple(np.asarray(a, dtype=float) for a in obj_fn(v, xhat, s2, mask, base_mean)),
+                u,
+                jac=True,
+                method="L-BFGS-B",
+                bounds=[(-12.0, 8.0)] * n_u,
+            )
+            change = np.max(np.abs(res.x - u))
+            u = res.x
+            loc, scale = prior_fn(u, base_mean)
+            sweeps += 1
+            bar.advance()
+            log.debug("sweep %d: hyper %s (change %.2e)", sweeps, _unpack_u(lay, u), change)
+            if change < hyper_tol:
+                break
+        theta, converged, n_iter = _newton(prob, weak_theta[-1] if driven else theta, loc, scale)
+        n_iter_total += n_iter
+        bar.advance()
+    ll, _, H = prob.derivs(theta, np.arange(data.n_genes), loc, scale)
+    cov, pd_ok = _laplace_cov(H)
+    converged &= pd_ok
+    if n_u and sweeps >= max_sweeps:
+        log.warning("MAP hyperparameters did not settle in %d sweeps; results may be approximate", max_sweeps)
+    if (~converged).any():
+        log.warning("%d genes did not converge on the MAP path; they are flagged 'map_not_converged'", int((~converged).sum()))
+    return MapState(
+        mode=theta,
+        cov=cov,
+        hyper=_unpack_u(lay, u),
+        converged=converged,
+        n_iter=n_iter_total,
+        loglik=prob.loglik(theta, np.arange(data.n_genes)),
+        names=lay.names,
+        n_sweeps=sweeps,
+        timings={"compile_seconds": t_compile, "kernel_compile_seconds": prob.compile_seconds,
+                 "solve_seconds": time.perf_counter() - t1},
+    )
+
+
+def _likelihood_summaries(theta, H, loc, scale, usable):
+    """Implied Gaussian likelihood (x_hat, s2) of each hyper-driven coordinate."""
+    cov, pd_ok = _laplace_cov(H)
+    v = np.einsum("gkk->gk", cov)
+    prec_prior = 1.0 / scale**2
+    lam = 1.0 / v - prec_prior
+    # Genes whose own data carry almost no information on a coordinate (e.g. a
+    # level with all-zero counts) say nothing about its scale and are left out.
+    ok = (lam > INFO_FRACTION * prec_prior) & (usable & pd_ok)[:, None]
+    lam_safe = np.where(ok, lam, 1.0)
+    xhat = np.where(ok, (theta / v - prec_prior * loc) / lam_safe, 0.0)
+    s2 = np.where(ok, 1.0 / lam_safe, 1.0)
+    return xhat, s2, ok.astype(float)
+
+
+def _laplace_cov(H):
+    A = -H
+    w, V = np.linalg.eigh(A)
+    pd_ok = w[:, 0] > 0
+    w = np.maximum(w, 1e-10)
+    cov = np.einsum("gij,gj,gkj->gik", V, 1.0 / w, V)
+    return cov, pd_ok
+
+
+def laplace_draws(state: MapState, draws: int, random_seed) -> np.ndarray:
+    """Draws ``(draws, G, K)`` from each gene's Laplace approximation."""
+    rng = np.random.default_rng(random_seed)
+    L = np.linalg.cholesky(state.cov + 1e-12 * np.eye(state.cov.shape[-1]))
+    z = rng.standard_normal((draws,) + state.mode.shape)
+    return state.mode[None] + np.einsum("gkl,dgl->dgk", L, z)
+
+
+def pointwise_loglik(spec: Spec, data: CountData, lay: Layout, theta_draws: np.ndarray) -> np.ndarray:
+    """Log-likelihood ``(draw, gene, obs)`` of Laplace draws ``(draw, gene, K)``."""
+    prob = _Problem(spec, data, lay)
+    rows = np.arange(data.n_genes)
+    out = np.empty((theta_draws.shape[0], data.n_genes, data.n_obs))
+    for d in range(theta_draws.shape[0]):
+        eta, params = prob._eta_params(theta_draws[d], rows)
+        out[d] = prob.pointwise(prob.y, eta, *params)
+    return out

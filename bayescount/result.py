@@ -1,0 +1,212 @@
+"""The one result type every fit path returns, its LFC table, and save/load."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import xarray as xr
+
+from .design import Design, build_design
+from .errors import InputError, ResultIntegrityError
+from .io import atomic_path
+from .spec import Spec, spec_from_json, spec_hash
+from .stats import bh_adjust, hdi_from_draws, hdi_normal, lfsr_from_draws, lfsr_normal, svalue
+
+log = logging.getLogger(__name__)
+
+LFC_COLUMNS = ["gene", "base_mean", "log2fc", "log2fc_sd", "hdi_low", "hdi_high", "lfsr", "svalue", "dispersion", "flag"]
+
+
+@dataclass
+class Fit:
+    """A fitted template: ArviZ data (an :class:`xarray.DataTree`) plus its spec.
+
+    Groups: ``posterior`` (draws of ``beta``, gene parameters such as
+    ``dispersion``, and the shared hyperparameters), ``observed_data``,
+    ``constant_data`` (design, offsets, base means, flags, sample table),
+    ``sample_stats``, ``log_likelihood`` (on request) and, on the MAP path,
+    ``laplace`` (per-gene mode and covariance) and ``map_stats``. Root attrs
+    hold the spec JSON, its hash, the method, the seed and package versions.
+
+    Examples
+    --------
+    >>> from bayescount import simulate, fit
+    >>> sim = simulate(n_genes=200, n_per_group=3, random_seed=1)
+    >>> res = fit(sim.data, model="nb_trend", method="map", random_seed=1)
+    >>> table = res.lfc(["group", "B", "A"])
+    >>> list(table.columns[:4])
+    ['gene', 'base_mean', 'log2fc', 'log2fc_sd']
+    """
+
+    idata: xr.DataTree
+    spec: Spec
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def method(self) -> str:
+        return self.idata.attrs["method"]
+
+    @property
+    def random_seed(self) -> int:
+        return int(self.idata.attrs["random_seed"])
+
+    @property
+    def genes(self) -> pd.Index:
+        return pd.Index(self.idata["posterior"]["gene"].values.astype(str), name="gene")
+
+    @property
+    def samples(self) -> pd.DataFrame:
+        cd = self.idata["constant_data"]
+        cols = json.loads(self.idata.attrs["sample_columns"])
+        frame = pd.DataFrame({c: cd[f"sample__{c}"].values for c in cols}, index=cd["obs"].values.astype(str))
+        frame.index.name = "obs"
+        return frame
+
+    @property
+    def design(self) -> Design:
+        d = build_design(self.idata.attrs["design"], self.samples)
+        stored = self.idata["constant_data"]["design"].values
+        if d.matrix.shape != stored.shape or not np.allclose(d.matrix, stored):
+            raise ResultIntegrityError("stored design matrix does not match the stored sample table and formula")
+        return d
+
+    @property
+    def hyper(self) -> dict:
+        """Shared hyperparameters: point values (MAP) or posterior means."""
+        post = self.idata["posterior"]
+        names = json.loads(self.idata.attrs["hyper_names"])
+        return {n: post[n].mean(("chain", "draw")).values.tolist() for n in names if n in post}
+
+    def has_group(self, name: str) -> bool:
+        return name in self.idata.children
+
+    # ------------------------------------------------------------------ answers
+    def lfc(self, contrast=None, hdi_prob: float = 0.95) -> pd.DataFrame:
+        """Per-gene posterior log2 fold change of a contrast.
+
+        Parameters
+        ----------
+        contrast : str, [factor, level, reference], or numeric vector, optional
+            A coefficient name, a factor contrast, or any linear combination of
+            coefficients. Default: with one two-level factor, the second level
+            (alphabetical) against the first.
+        hdi_prob : float
+            Probability mass of the highest-density interval.
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``gene, base_mean, log2fc, log2fc_sd, hdi_low, hdi_high, lfsr,
+            svalue, dispersion, flag``; on the MAP path also ``pvalue`` and
+            ``padj`` (Wald from the Laplace approximation, BH-adjusted).
+        """
+        if not 0 < hdi_prob < 1:
+            raise InputError(f"hdi_prob must be between 0 and 1, got {hdi_prob}")
+        vec, label = self.design.contrast_vector(contrast, self.samples)
+        P = vec.size
+        cd = self.idata["constant_data"]
+        out = pd.DataFrame({"gene": self.genes, "base_mean": cd["base_mean"].values})
+        post = self.idata["posterior"]
+        if self.has_group("laplace"):
+            lap = self.idata["laplace"]
+            mode = lap["mode"].values[:, :P]
+            cov = lap["cov"].values[:, :P, :P]
+            mean = mode @ vec / np.log(2)
+            sd = np.sqrt(np.einsum("i,gij,j->g", vec, cov, vec)) / np.log(2)
+            lo, hi = hdi_normal(mean, sd, hdi_prob)
+            lfsr = lfsr_normal(mean, sd)
+        else:
+            beta = post["beta"].values  # chain, draw, gene, coef
+            draws = np.einsum("cdgk,k->cdg", beta, vec).reshape(-1, beta.shape[2]) / np.log(2)
+            mean, sd = draws.mean(axis=0), draws.std(axis=0, ddof=1)
+            lo, hi = hdi_from_draws(draws, hdi_prob)
+            lfsr = lfsr_from_draws(draws)
+        out["log2fc"], out["log2fc_sd"], out["hdi_low"], out["hdi_high"] = mean, sd, lo, hi
+        out["lfsr"] = lfsr
+        out["svalue"] = svalue(lfsr)
+        if self.has_group("laplace") and "log_dispersion" in self.idata["laplace"]["param"].values:
+            k = list(self.idata["laplace"]["param"].values).index("log_dispersion")
+            out["dispersion"] = np.exp(self.idata["laplace"]["mode"].values[:, k])
+        elif "dispersion" in post:
+            out["dispersion"] = post["dispersion"].mean(("chain", "draw")).values
+        else:
+            out["dispersion"] = np.nan
+        out["flag"] = self._flags()
+        if self.has_group("laplace"):
+            from scipy import stats
+
+            out["pvalue"] = 2.0 * stats.norm.sf(np.abs(mean) / sd)
+            out["padj"] = bh_adjust(out["pvalue"].to_numpy())
+        out.attrs["contrast"] = label
+        out.attrs["hdi_prob"] = hdi_prob
+        return out
+
+    def _flags(self) -> np.ndarray:
+        flags = self.idata["constant_data"]["flags"].values.astype(str).astype(object)
+        if self.has_group("map_stats"):
+            bad = ~self.idata["map_stats"]["converged"].values.astype(bool)
+            flags = np.array([";".join(x for x in (f, "map_not_converged" if b else "") if x) for f, b in zip(flags, bad)], dtype=object)
+        return flags
+
+    def summary_hyper(self) -> pd.DataFrame:
+        """The shared hyperparameters as a table."""
+        rows = []
+        for name, value in self.hyper.items():
+            for i, v in enumerate(np.atleast_1d(value)):
+                rows.append({"name": name if np.ndim(value) == 0 else f"{name}[{i}]", "value": v})
+        return pd.DataFrame(rows)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path) -> None:
+        """Write the fit to netCDF (atomically: no partial file on failure)."""
+        tree = self.idata.copy()
+        for node in tree.subtree:
+            ds = node.to_dataset()
+            drop = [k for k, v in ds.data_vars.items() if v.dtype == object and k not in ("flags",) and not k.startswith("sample__")]
+            if drop:
+                node.dataset = ds.drop_vars(drop)
+        tree.attrs["complete"] = 1
+        with atomic_path(path) as tmp:
+            tree.to_netcdf(tmp, engine="h5netcdf")
+
+    @classmethod
+    def load(cls, path) -> "Fit":
+        """Read a saved fit and check its spec hash and completeness."""
+        try:
+            tree = xr.open_datatree(path, engine="h5netcdf").load()
+        except FileNotFoundError:
+            raise InputError(f"fit file {str(path)!r} does not exist") from None
+        except Exception as exc:
+            raise ResultIntegrityError(f"cannot read fit file {str(path)!r}: {exc}") from None
+        attrs = tree.attrs
+        for key in ("spec", "spec_hash", "method", "random_seed", "versions", "complete"):
+            if key not in attrs:
+                raise ResultIntegrityError(f"fit file {str(path)!r} lacks attribute {key!r}; it is incomplete or not a bayescount fit")
+        if spec_hash(attrs["spec"]) != attrs["spec_hash"]:
+            raise ResultIntegrityError(f"fit file {str(path)!r}: spec does not match its recorded hash; the file was altered")
+        spec = spec_from_json(attrs["spec"])
+        if spec.hash != attrs["spec_hash"]:
+            raise ResultIntegrityError(f"fit file {str(path)!r}: spec no longer validates to the same hash")
+        saved = json.loads(attrs["versions"])
+        now = package_versions()
+        diff = {k: (saved.get(k), v) for k, v in now.items() if saved.get(k) != v}
+        if diff:
+            log.warning("fit was saved with other package versions: %s", diff)
+        return cls(idata=tree, spec=spec)
+
+
+def package_versions() -> dict[str, str]:
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    out = {"python": platform.python_version()}
+    for pkg in ("bayescount", "pymc", "pytensor", "arviz", "numpy", "pandas", "xarray", "scipy"):
+        try:
+            out[pkg] = version(pkg)
+        except PackageNotFoundError:
+            out[pkg] = "not installed"
+    return out

@@ -1,0 +1,221 @@
+"""Benchmark bayescount's MAP path against PyDESeq2 on simulated RNA-seq counts.
+
+Both tools get the same simulated data (``bayescount.simulate``: negative
+binomial counts with a DESeq2-like dispersion trend, 10% DE genes, two
+groups) and are timed from "counts in" to "log2 fold-change table out":
+
+* **bayescount** -- ``CountData.from_pandas`` + ``bc.fit(model="nb_trend",
+  method="map")`` + ``res.lfc(["group", "B", "A"])``. Run twice in the same
+  process: the first call pays the pytensor/numba compilation (the on-disk
+  pytensor/numba caches may already be warm from earlier runs, so it is a
+  "cold-ish" first call), the second call is warm. The fit's own
+  ``idata.attrs["timings"]`` (compile vs solve split) is printed too.
+* **PyDESeq2** -- ``DeseqDataSet(...)``, ``.deseq2()``, ``DeseqStats(...)``,
+  ``.summary()`` with ``DefaultInference(n_cpus=2)`` (Wald test, unshrunk
+  MLE log2 fold changes).
+
+Memory: each tool runs in its own freshly *spawned* child process; the table
+reports that child's ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak
+resident set size, whole process incl. interpreter and imports) and the delta
+of that high-water mark over the timed region. PyDESeq2's joblib/loky worker
+processes are not part of its child's own RSS; the largest worker's peak
+(``RUSAGE_CHILDREN`` after shutting the workers down) is reported separately.
+Imports happen before the timed region for both tools.
+
+Accuracy vs the simulation truth: genes are called at ``svalue < 0.1``
+(bayescount), ``padj < 0.1`` (bayescount's Laplace-Wald ``padj`` and
+PyDESeq2's ``padj``). A true positive is a call on an ``is_de`` gene with the
+correct sign; FDR = false calls / calls, power = true positives / all
+``is_de`` genes. LFC RMSE vs ``true_log2fc`` is over genes with finite
+estimates from every tool run, and over the subset with
+``true_base_mean >= 10``.
+
+Usage
+-----
+::
+
+    PYTHONPATH=. python benchmarks/bench_map_vs_pydeseq2.py [--genes 20000]
+        [--per-group 6] [--seed 1] [--skip-peer] [--out results.md|results.csv]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import platform
+import resource
+import time
+from importlib.metadata import PackageNotFoundError, version
+
+import numpy as np
+import pandas as pd
+
+THRESH = 0.1
+
+
+def _maxrss_mib(who=resource.RUSAGE_SELF) -> float:
+    return resource.getrusage(who).ru_maxrss / 1024.0  # Linux: KiB
+
+
+def _ours(counts: pd.DataFrame, samples: pd.DataFrame, seed: int) -> dict:
+    import bayescount as bc
+    from bayescount.data import CountData
+
+    out = {"rss_start": _maxrss_mib()}
+    for label in ("first", "warm"):
+        t0 = time.perf_counter()
+        data = CountData.from_pandas(counts, samples, "~ group")
+        res = bc.fit(data, model="nb_trend", method="map", random_seed=seed)
+        table = res.lfc(["group", "B", "A"])
+        out[f"time_{label}"] = time.perf_counter() - t0
+        out[f"timings_{label}"] = json.loads(res.idata.attrs["timings"])
+        out[f"rss_{label}"] = _maxrss_mib()
+        out[f"table_{label}"] = table.set_index("gene")
+    return out
+
+
+def _peer(counts: pd.DataFrame, samples: pd.DataFrame, seed: int) -> dict:
+    from joblib.externals.loky import get_reusable_executor
+    from pydeseq2.dds import DeseqDataSet
+    from pydeseq2.default_inference import DefaultInference
+    from pydeseq2.ds import DeseqStats
+
+    out = {"rss_start": _maxrss_mib()}
+    t0 = time.perf_counter()
+    inference = DefaultInference(n_cpus=2)
+    dds = DeseqDataSet(counts=counts.T, metadata=samples, design="~group", inference=inference, quiet=True)
+    dds.deseq2()
+    stats = DeseqStats(dds, contrast=["group", "B", "A"], inference=inference, quiet=True)
+    stats.summary()
+    out["time_first"] = time.perf_counter() - t0
+    out["rss_first"] = _maxrss_mib()
+    out["table_first"] = stats.results_df.copy()
+    get_reusable_executor().shutdown(wait=True)
+    out["rss_workers"] = _maxrss_mib(resource.RUSAGE_CHILDREN)
+    return out
+
+
+def _child(fn, queue, *args) -> None:
+    try:
+        queue.put(fn(*args))
+    except BaseException as exc:  # report, do not hang the parent
+        queue.put({"error": repr(exc)})
+        raise
+
+
+def run_isolated(fn, *args) -> dict:
+    """Run ``fn(*args)`` in a fresh spawned process and return its result dict."""
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    proc = ctx.Process(target=_child, args=(fn, queue, *args))
+    proc.start()
+    result = queue.get()
+    proc.join()
+    if "error" in result:
+        raise RuntimeError(f"{fn.__name__} failed in the child process: {result['error']}")
+    return result
+
+
+def calls(lfc: pd.Series, stat: pd.Series, truth: pd.DataFrame) -> dict:
+    """FDR and power of the calls ``stat < THRESH`` (NaN stat = no call)."""
+    called = stat.reindex(truth.index).lt(THRESH).to_numpy()
+    sign_ok = np.sign(lfc.reindex(truth.index).to_numpy()) == np.sign(truth["true_log2fc"].to_numpy())
+    tp = int((called & truth["is_de"].to_numpy() & sign_ok).sum())
+    n = int(called.sum())
+    return {"calls": n, "TP": tp, "FDR": (n - tp) / n if n else np.nan, "power": tp / int(truth["is_de"].sum())}
+
+
+def rmse(lfc: pd.Series, truth: pd.DataFrame, genes: pd.Index) -> float:
+    return float(np.sqrt(np.mean((lfc.reindex(genes) - truth.loc[genes, "true_log2fc"]) ** 2)))
+
+
+def versions() -> str:
+    pkgs = ["pymc", "pytensor", "arviz", "numpy", "pandas", "xarray", "scipy", "numba", "formulaic",
+            "pydeseq2", "anndata", "scikit-learn"]
+    out = [f"python {platform.python_version()}"]
+    for p in pkgs:
+        try:
+            out.append(f"{p} {version(p)}")
+        except PackageNotFoundError:
+            out.append(f"{p} (not installed)")
+    return ", ".join(out)
+
+
+def to_markdown(df: pd.DataFrame) -> str:
+    cells = [[str(c) for c in df.columns]] + [[_fmt(v) for v in row] for row in df.itertuples(index=False)]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
+    line = lambda r: "| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |"  # noqa: E731
+    return "\n".join([line(cells[0]), "|" + "|".join("-" * (w + 2) for w in widths) + "|"] + [line(r) for r in cells[1:]])
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return "-" if np.isnan(v) else f"{v:.3f}" if abs(v) < 100 else f"{v:.1f}"
+    return str(v)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--genes", type=int, default=20000)
+    ap.add_argument("--per-group", type=int, default=6)
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--skip-peer", action="store_true", help="run bayescount only")
+    ap.add_argument("--out", help="write the tables to this path (.csv, otherwise markdown)")
+    args = ap.parse_args(argv)
+
+    import bayescount as bc
+
+    sim = bc.simulate(n_genes=args.genes, n_per_group=args.per_group, random_seed=args.seed)
+    truth = sim.truth
+    print(f"data: {args.genes} genes x {2 * args.per_group} samples, {int(truth.is_de.sum())} DE, seed {args.seed}")
+    print(versions())
+
+    ours = run_isolated(_ours, sim.counts, sim.samples, args.seed)
+    peer = None if args.skip_peer else run_isolated(_peer, sim.counts, sim.samples, args.seed)
+    for k in ("first", "warm"):
+        print(f"bayescount {k} call: {ours[f'time_{k}']:.2f} s; fit timings {ours[f'timings_{k}']}")
+    ta, tb = ours["table_first"], ours["table_warm"]
+    same = np.allclose(ta["log2fc"], tb["log2fc"], equal_nan=True) and np.allclose(ta["svalue"], tb["svalue"], equal_nan=True)
+    print(f"first and warm bayescount tables identical: {same}")
+
+    # ---- performance table
+    perf = [{"tool": "bayescount MAP (first call)", "wall_s": ours["time_first"], "peak_rss_MiB": ours["rss_first"],
+             "rss_growth_MiB": ours["rss_first"] - ours["rss_start"]},
+            {"tool": "bayescount MAP (warm call)", "wall_s": ours["time_warm"], "peak_rss_MiB": ours["rss_warm"],
+             "rss_growth_MiB": ours["rss_warm"] - ours["rss_start"]}]
+    if peer:
+        perf.append({"tool": "pydeseq2 (n_cpus=2)", "wall_s": peer["time_first"], "peak_rss_MiB": peer["rss_first"],
+                     "rss_growth_MiB": peer["rss_first"] - peer["rss_start"],
+                     "worker_peak_rss_MiB": peer["rss_workers"]})
+    perf = pd.DataFrame(perf)
+    if peer:
+        perf["pydeseq2_time_over_this"] = (peer["time_first"] / perf["wall_s"]).where(perf.index < 2)
+
+    # ---- accuracy table
+    truth_ok = truth[truth.index.isin(ta.index)]
+    finite = ta.index[np.isfinite(ta["log2fc"])]
+    if peer:
+        pt = peer["table_first"]
+        finite = finite.intersection(pt.index[np.isfinite(pt["log2FoldChange"])])
+    hi = finite[truth.loc[finite, "true_base_mean"].to_numpy() >= 10]
+    rows = [("bayescount", "svalue < 0.1", tb["log2fc"], tb["svalue"]),
+            ("bayescount", "padj < 0.1", tb["log2fc"], tb["padj"])]
+    if peer:
+        rows.append(("pydeseq2", "padj < 0.1", pt["log2FoldChange"], pt["padj"]))
+    acc = pd.DataFrame([{"tool": t, "rule": r, **calls(lfc, stat, truth),
+                         f"RMSE_all (n={len(finite)})": rmse(lfc, truth, finite),
+                         f"RMSE_mean>=10 (n={len(hi)})": rmse(lfc, truth, hi)} for t, r, lfc, stat in rows])
+    print(f"({len(truth) - len(truth_ok)} all-zero genes dropped by CountData; power counts all {int(truth.is_de.sum())} DE genes)")
+    text = f"## Speed and memory\n\n{to_markdown(perf)}\n\n## Accuracy vs truth\n\n{to_markdown(acc)}\n"
+    print("\n" + text)
+    if args.out:
+        if args.out.endswith(".csv"):
+            pd.concat([perf.assign(table="performance"), acc.assign(table="accuracy")]).to_csv(args.out, index=False)
+        else:
+            with open(args.out, "w") as fh:
+                fh.write(text)
+
+
+if __name__ == "__main__":
+    main()
