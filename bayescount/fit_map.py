@@ -117,7 +117,7 @@ def _hyper_functions(spec: Spec, lay: Layout):
     ll = pt.sum(mask * (-0.5 * ((xhat - loc) / sd) ** 2 - pt.log(sd) - 0.5 * np.log(2 * np.pi)))
     objective = -(ll + prior_lp)
     mode = pytensor.compile.mode.get_mode("FAST_COMPILE")
-    obj_fn = pytensor.function([u, xhat, s2, mask, base_mean], [objective, pt.grad(objective, u)], mode=mode)
+    obj_fn = pytensor.function([u, xhat, s2, mask, base_mean], [objective, pt.grad(objective, u, disconnected_inputs="ignore")], mode=mode)
     prior_fn = pytensor.function([u, base_mean], [loc, scale], mode=mode, on_unused_input="ignore")
     _HYPER_CACHE[key] = (obj_fn, prior_fn, driven, pos)
     return _HYPER_CACHE[key]

@@ -33,6 +33,9 @@ sits below the nominal 5% even for a correct model.
 Run it from the repository root (about 10-20 s on 2 cores; no NUTS compile needed)::
 
     python examples/poisson_vs_nb_false_positives.py
+
+(with bayescount installed; from a source checkout use
+``PYTHONPATH=. python examples/poisson_vs_nb_false_positives.py``).
 """
 
 from __future__ import annotations

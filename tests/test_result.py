@@ -1,0 +1,87 @@
+"""The result type: contrasts, attrs, save/load integrity, log-likelihood."""
+
+import json
+
+import numpy as np
+import pytest
+
+import bayescount as bc
+
+
+@pytest.fixture(scope="module")
+def two_factor():
+    sim = bc.simulate(n_genes=300, n_per_group=4, random_seed=4)
+    samples = sim.samples.assign(batch=["x", "y"] * 4)
+    data = bc.CountData.from_pandas(sim.counts, samples, design="~ batch + group")
+    return data, bc.fit(data, method="map", random_seed=3, log_likelihood=True)
+
+
+def test_contrast_forms_agree(two_factor):
+    data, res = two_factor
+    by_factor = res.lfc(["group", "B", "A"])
+    by_name = res.lfc("group[T.B]")
+    by_vector = res.lfc([0, 0, 1])
+    for other in (by_name, by_vector):
+        np.testing.assert_allclose(other.log2fc, by_factor.log2fc)
+        np.testing.assert_allclose(other.hdi_high, by_factor.hdi_high)
+    flipped = res.lfc(["group", "A", "B"])
+    np.testing.assert_allclose(flipped.log2fc, -by_factor.log2fc)
+    np.testing.assert_allclose(flipped.lfsr, by_factor.lfsr)
+    # An arbitrary linear combination: half the group effect plus the batch effect.
+    combo = res.lfc([0, 1, 0.5])
+    lap = res.idata["laplace"]
+    expect = (lap["mode"].values[:, 1] + 0.5 * lap["mode"].values[:, 2]) / np.log(2)
+    np.testing.assert_allclose(combo.log2fc, expect)
+    with pytest.raises(bc.InputError, match="several coefficients"):
+        res.lfc()
+    with pytest.raises(bc.InputError, match="unknown coefficient"):
+        res.lfc("group[T.C]")
+    with pytest.raises(bc.InputError, match="no level 'C'"):
+        res.lfc(["group", "C", "A"])
+    with pytest.raises(bc.InputError, match="length 2"):
+        res.lfc([1, 0])
+
+
+def test_table_columns_and_attrs(two_factor):
+    data, res = two_factor
+    table = res.lfc("group[T.B]", hdi_prob=0.8)
+    assert list(table.columns) == ["gene", "base_mean", "log2fc", "log2fc_sd", "hdi_low", "hdi_high", "lfsr",
+                                   "svalue", "dispersion", "flag", "pvalue", "padj"]
+    assert np.all(table.hdi_low < table.log2fc) and np.all(table.log2fc < table.hdi_high)
+    assert np.all((table.lfsr >= 0) & (table.lfsr <= 0.5)) and np.all(table.svalue <= table.lfsr + 1e-12)
+    attrs = res.idata.attrs
+    assert attrs["spec_hash"] == bc.load_spec("nb_trend").hash
+    assert json.loads(attrs["spec"])["name"] == "nb_trend"
+    assert attrs["random_seed"] == 3 and attrs["method"] == "map"
+    assert {"pymc", "pytensor", "arviz", "bayescount"} <= set(json.loads(attrs["versions"]))
+    ll = res.idata["log_likelihood"]["counts"]
+    assert ll.dims == ("chain", "draw", "gene", "obs") and ll.shape[2:] == data.counts.shape
+    assert "sample" not in res.idata["posterior"].dims
+
+
+def test_save_load_round_trip_and_tamper(two_factor, tmp_path):
+    _, res = two_factor
+    path = tmp_path / "fit.nc"
+    res.save(path)
+    back = bc.Fit.load(path)
+    np.testing.assert_allclose(back.lfc("group[T.B]").log2fc, res.lfc("group[T.B]").log2fc)
+    assert back.spec.hash == res.spec.hash and back.random_seed == 3
+    import xarray as xr
+
+    tree = xr.open_datatree(path, engine="h5netcdf").load()
+    tree.attrs["spec"] = tree.attrs["spec"].replace('"sigma": 10.0', '"sigma": 11.0')
+    tree.to_netcdf(tmp_path / "tampered.nc", engine="h5netcdf")
+    with pytest.raises(bc.ResultIntegrityError, match="hash"):
+        bc.Fit.load(tmp_path / "tampered.nc")
+    del tree.attrs["complete"]
+    tree.attrs["spec"] = res.idata.attrs["spec"]
+    tree.to_netcdf(tmp_path / "partial.nc", engine="h5netcdf")
+    with pytest.raises(bc.ResultIntegrityError, match="incomplete"):
+        bc.Fit.load(tmp_path / "partial.nc")
+
+
+def test_same_seed_same_draws():
+    sim = bc.simulate(n_genes=100, n_per_group=3, random_seed=8)
+    a = bc.fit(sim.data, method="map", random_seed=5)
+    b = bc.fit(sim.data, method="map", random_seed=5)
+    np.testing.assert_allclose(a.idata["posterior"]["beta"].values, b.idata["posterior"]["beta"].values)
