@@ -150,17 +150,28 @@ def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec) -> 
         if value.ndim == 0:
             post[name] = (("chain", "draw"), np.full((1, draws), float(value)))
         else:
-            post[name] = (("chain", "draw", "slope"), np.broadcast_to(value, (1, draws, value.size)).copy())
+            dim = lay.hyper[name].dims
+            post[name] = (("chain", "draw", dim), np.broadcast_to(value, (1, draws, value.size)).copy())
     coords = {"chain": [0], "draw": np.arange(draws), "gene": genes, "coef": list(lay.coef)}
     if lay.slopes:
         coords["slope"] = list(lay.slopes)
+    if lay.mixture is not None:
+        coords["scale"] = lay.mixture.grid()
     posterior = xr.Dataset(post, coords=coords)
     posterior.attrs["note"] = "Laplace draws around per-gene modes; shared hyperparameters are point estimates"
     names = list(lay.names)
     laplace = xr.Dataset(
-        {"mode": (("gene", "param"), state.mode), "cov": (("gene", "param", "param_"), state.cov)},
-        coords={"gene": genes, "param": names, "param_": names},
+        {
+            "mode": (("gene", "component", "param"), state.mode),
+            "cov": (("gene", "component", "param", "param_"), state.cov),
+            "weight": (("gene", "component"), state.weights),
+            "mle_mode": (("gene", "param"), state.mle_mode),
+            "mle_cov": (("gene", "param", "param_"), state.mle_cov),
+        },
+        coords={"gene": genes, "param": names, "param_": names, "component": np.arange(state.mode.shape[1])},
     )
+    laplace.attrs["note"] = ("posterior = sum_c weight_c N(mode_c, cov_c) per gene; mle_* is the fit with the "
+                             "coefficient prior widened, used for Wald p-values")
     map_stats = xr.Dataset(
         {"converged": ("gene", state.converged), "n_iter": ("gene", state.n_iter), "loglik": ("gene", state.loglik)},
         coords={"gene": genes},

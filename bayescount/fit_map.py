@@ -33,6 +33,7 @@ from .data import CountData
 from .model import Layout, layout, prior_loc_scale
 from .progress import progress_bar
 from .spec import Spec
+from .stats import mixture_weights_em
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,11 @@ WEAK_SCALE = 3.0
 class MapState:
     """Result of the MAP + Laplace fit, all arrays over genes."""
 
-    mode: np.ndarray  # (G, K)
-    cov: np.ndarray  # (G, K, K) Laplace covariance
+    mode: np.ndarray  # (G, C, K) per mixture component (C = 1 without a mixture prior)
+    cov: np.ndarray  # (G, C, K, K) Laplace covariances
+    weights: np.ndarray  # (G, C) posterior component weights
+    mle_mode: np.ndarray  # (G, K) mode with the coefficient prior widened (for Wald tests)
+    mle_cov: np.ndarray  # (G, K, K)
     hyper: dict[str, np.ndarray]
     converged: np.ndarray  # (G,) bool
     n_iter: np.ndarray  # (G,) Newton iterations summed over sweeps
@@ -94,7 +98,7 @@ def _hyper_functions(spec: Spec, lay: Layout):
     base_mean = pt.dvector("base_mean")
     xhat, s2, mask = pt.dmatrix("xhat"), pt.dmatrix("s2"), pt.dmatrix("mask")
     hyper, prior_lp, pos = {}, pt.constant(0.0), 0
-    for name, h in lay.hyper.items():
+    for name, h in lay.scale_hyper.items():
         n = 1 if h.size is None else h.size
         uu = u[pos : pos + n] if h.size is not None else u[pos]
         pos += n
@@ -126,14 +130,14 @@ def _hyper_functions(spec: Spec, lay: Layout):
 def _initial_u(lay: Layout) -> np.ndarray:
     start = {"tau": 0.5, "a0": 0.05, "a1": 0.5, "sigma_d": 1.0}
     out = []
-    for name, h in lay.hyper.items():
+    for name, h in lay.scale_hyper.items():
         out.extend([np.log(start.get(name, 1.0))] * (1 if h.size is None else h.size))
     return np.array(out, dtype=float)
 
 
 def _unpack_u(lay: Layout, u: np.ndarray) -> dict[str, np.ndarray]:
     out, pos = {}, 0
-    for name, h in lay.hyper.items():
+    for name, h in lay.scale_hyper.items():
         n = 1 if h.size is None else h.size
         out[name] = np.exp(u[pos]) if h.size is None else np.exp(u[pos : pos + n])
         pos += n
@@ -282,20 +286,33 @@ def fit_map(
     t_compile = time.perf_counter() - t0
     base_mean = data.base_mean
     all_rows = np.arange(data.n_genes)
+    mix = lay.mixture
+    slope_idx = np.array(lay.slope_index, dtype=int)
+    groups = list(driven) + ([slope_idx] if mix is not None else [])
+    grid = mix.grid() if mix is not None else None
+    pi = mix.concentration() / mix.concentration().sum() if mix is not None else None
     u = _initial_u(lay)
-    loc, scale = prior_fn(u, base_mean)
+
+    def priors(u, pi):
+        loc, scale = prior_fn(u, base_mean)
+        if mix is not None:
+            # Sweeps use the moment-matched normal of the current mixture.
+            scale[:, slope_idx] = np.sqrt(np.sum(pi * grid**2))
+        return loc, scale
+
+    loc, scale = priors(u, pi)
     theta = _initial_theta(data, lay, loc)
-    weak_theta = [theta.copy() for _ in driven]
+    weak_theta = [theta.copy() for _ in groups]
     usable = data.flags == ""
     n_iter_total = np.zeros(data.n_genes, dtype=int)
     sweeps = 0
     t1 = time.perf_counter()
-    with progress_bar(progress, "MAP sweeps", total=max_sweeps if n_u else 1) as bar:
-        while n_u and sweeps < max_sweeps:
+    with progress_bar(progress, "MAP sweeps", total=max_sweeps if groups else 1) as bar:
+        while groups and sweeps < max_sweeps:
             # Each group's likelihood summary comes from a mode where only that
             # group's prior is widened, so the summary does not feed on its own prior.
             xhat, s2, mask = (np.zeros_like(theta) for _ in range(3))
-            for gi, ks in enumerate(driven):
+            for gi, ks in enumerate(groups):
                 wscale = scale.copy()
                 wscale[:, ks] = np.maximum(WEAK_SCALE, 10.0 * scale[:, ks])
                 weak_theta[gi], conv, n_iter = _newton(prob, weak_theta[gi], loc, wscale)
@@ -306,43 +323,103 @@ def fit_map(
                     # One Newton step of the Cox-Reid adjusted likelihood from its unadjusted mode.
                     xs[:, prob.P :] += ss[:, prob.P :] * prob.cox_reid_grad(weak_theta[gi], all_rows, H)
                 xhat[:, ks], s2[:, ks], mask[:, ks] = xs[:, ks], ss[:, ks], ms[:, ks]
-            res = optimize.minimize(
-                lambda v: tuple(np.asarray(a, dtype=float) for a in obj_fn(v, xhat, s2, mask, base_mean)),
-                u,
-                jac=True,
-                method="L-BFGS-B",
-                bounds=[(-12.0, 8.0)] * n_u,
-            )
-            change = np.max(np.abs(res.x - u))
-            u = res.x
-            loc, scale = prior_fn(u, base_mean)
+            change = 0.0
+            if n_u:
+                res = optimize.minimize(
+                    lambda v: tuple(np.asarray(a, dtype=float) for a in obj_fn(v, xhat, s2, mask, base_mean)),
+                    u, jac=True, method="L-BFGS-B", bounds=[(-12.0, 8.0)] * n_u,
+                )
+                change = np.max(np.abs(res.x - u))
+                u = res.x
+            if mix is not None:
+                new_pi = mixture_weights_em(xhat[:, slope_idx], s2[:, slope_idx], mask[:, slope_idx], grid,
+                                            mix.concentration(), pi0=pi)
+                change = max(change, 10.0 * np.max(np.abs(new_pi - pi)))
+                pi = new_pi
+            loc, scale = priors(u, pi)
             sweeps += 1
             bar.advance()
-            log.debug("sweep %d: hyper %s (change %.2e)", sweeps, _unpack_u(lay, u), change)
+            log.debug("sweep %d: hyper %s pi %s (change %.2e)", sweeps, _unpack_u(lay, u), pi, change)
             if change < hyper_tol:
                 break
-        theta, converged, n_iter = _newton(prob, weak_theta[-1] if driven else theta, loc, scale)
-        n_iter_total += n_iter
+        start = weak_theta[-1] if groups else theta
+        if mix is None:
+            theta, converged, n_iter = _newton(prob, start, loc, scale)
+            n_iter_total += n_iter
+            modes, converged_c, log_w = theta[:, None, :], converged[:, None], np.zeros((data.n_genes, 1))
+        else:
+            modes, converged_c, log_w = _mixture_components(prob, start, loc, scale, slope_idx, grid, pi, n_iter_total)
         bar.advance()
-    ll, _, H = prob.derivs(theta, np.arange(data.n_genes), loc, scale)
-    cov, pd_ok = _laplace_cov(H)
-    converged &= pd_ok
-    if n_u and sweeps >= max_sweeps:
+    covs, pd_ok = [], []
+    for c in range(modes.shape[1]):
+        _, _, H = prob.derivs(modes[:, c], all_rows, *_component_prior(loc, scale, slope_idx, grid, c))
+        cov, ok = _laplace_cov(H)
+        covs.append(cov)
+        pd_ok.append(ok)
+    cov = np.stack(covs, axis=1)
+    weights = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+    weights /= weights.sum(axis=1, keepdims=True)
+    converged = np.all(converged_c | (weights < 1e-6), axis=1) & np.all(np.stack(pd_ok, axis=1) | (weights < 1e-6), axis=1)
+    # The near-MLE fit: the coefficient prior widened (DESeq2-style Wald tests use it).
+    mle_scale = scale.copy()
+    if lay.slopes:
+        mle_scale[:, slope_idx] = np.maximum(WEAK_SCALE, 10.0 * scale[:, slope_idx])
+    mle_mode, _, _ = _newton(prob, modes[np.arange(data.n_genes), weights.argmax(axis=1)].copy(), loc, mle_scale)
+    _, _, H = prob.derivs(mle_mode, all_rows, loc, mle_scale)
+    mle_cov, _ = _laplace_cov(H)
+    if groups and sweeps >= max_sweeps:
         log.warning("MAP hyperparameters did not settle in %d sweeps; results may be approximate", max_sweeps)
     if (~converged).any():
         log.warning("%d genes did not converge on the MAP path; they are flagged 'map_not_converged'", int((~converged).sum()))
+    hyper = _unpack_u(lay, u)
+    if mix is not None:
+        hyper["pi"] = pi
+    best = modes[np.arange(data.n_genes), weights.argmax(axis=1)]
     return MapState(
-        mode=theta,
+        mode=modes,
         cov=cov,
-        hyper=_unpack_u(lay, u),
+        weights=weights,
+        mle_mode=mle_mode,
+        mle_cov=mle_cov,
+        hyper=hyper,
         converged=converged,
         n_iter=n_iter_total,
-        loglik=prob.loglik(theta, np.arange(data.n_genes)),
+        loglik=prob.loglik(best, all_rows),
         names=lay.names,
         n_sweeps=sweeps,
         timings={"compile_seconds": t_compile, "kernel_compile_seconds": prob.compile_seconds,
                  "solve_seconds": time.perf_counter() - t1},
     )
+
+
+def _component_prior(loc, scale, slope_idx, grid, c):
+    if grid is None:
+        return loc, scale
+    sc = scale.copy()
+    sc[:, slope_idx] = grid[c]
+    return loc, sc
+
+
+def _mixture_components(prob, start, loc, scale, slope_idx, grid, pi, n_iter_total):
+    """Per-component modes and log weights ``log pi_k + log Laplace evidence``."""
+    G = start.shape[0]
+    rows = np.arange(G)
+    modes = np.empty((G, grid.size, start.shape[1]))
+    conv = np.empty((G, grid.size), dtype=bool)
+    log_w = np.empty((G, grid.size))
+    # Warm-start from the widest component down so each start is close to the next mode.
+    prev = start.copy()
+    for c in range(grid.size - 1, -1, -1):
+        cl, cs = _component_prior(loc, scale, slope_idx, grid, c)
+        th, ok, n_iter = _newton(prob, prev.copy(), cl, cs)
+        n_iter_total += n_iter
+        _, _, H = prob.derivs(th, rows, cl, cs)
+        sign, logdet = np.linalg.slogdet(-H)
+        # Laplace evidence up to terms shared by all components (their other priors).
+        log_w[:, c] = (np.log(max(pi[c], 1e-300)) + prob.logpost(th, rows, cl, cs)
+                       - slope_idx.size * np.log(grid[c]) - 0.5 * logdet)
+        modes[:, c], conv[:, c], prev = th, ok & (sign > 0), th
+    return modes, conv, log_w
 
 
 def _likelihood_summaries(theta, H, loc, scale, usable):
@@ -370,11 +447,15 @@ def _laplace_cov(H):
 
 
 def laplace_draws(state: MapState, draws: int, random_seed) -> np.ndarray:
-    """Draws ``(draws, G, K)`` from each gene's Laplace approximation."""
+    """Draws ``(draws, G, K)`` from each gene's (mixture of) Laplace approximations."""
     rng = np.random.default_rng(random_seed)
-    L = np.linalg.cholesky(state.cov + 1e-12 * np.eye(state.cov.shape[-1]))
-    z = rng.standard_normal((draws,) + state.mode.shape)
-    return state.mode[None] + np.einsum("gkl,dgl->dgk", L, z)
+    G, C, K = state.mode.shape
+    cdf = np.cumsum(state.weights, axis=1)
+    comp = np.minimum((rng.random((draws, G, 1)) > cdf[None]).sum(axis=2), C - 1)  # (draws, G)
+    L = np.linalg.cholesky(state.cov + 1e-12 * np.eye(K))  # (G, C, K, K)
+    z = rng.standard_normal((draws, G, K))
+    g = np.arange(G)[None, :]
+    return state.mode[g, comp] + np.einsum("dgkl,dgl->dgk", L[g, comp], z)
 
 
 def pointwise_loglik(spec: Spec, data: CountData, lay: Layout, theta_draws: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import pytensor.tensor as pt
 from .data import CountData
 from .design import INTERCEPT
 from .errors import InputError
-from .parts import Hyper, NormalLearnedScale
+from .parts import Hyper, NormalLearnedScale, ScaleMixture
 from .spec import Spec
 
 
@@ -34,6 +34,16 @@ class Layout:
     slopes: tuple[str, ...]
     gene_params: tuple[str, ...]
     hyper: dict[str, Hyper]
+    mixture: ScaleMixture | None = None
+
+    @property
+    def slope_index(self) -> list[int]:
+        return [self.coef.index(c) for c in self.slopes]
+
+    @property
+    def scale_hyper(self) -> dict[str, Hyper]:
+        """Hyperparameters fitted by the marginal scale criterion (not mixture weights)."""
+        return {k: h for k, h in self.hyper.items() if not h.simplex}
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -47,7 +57,7 @@ class Layout:
 def layout(spec: Spec, data: CountData) -> Layout:
     coef = tuple(data.design.coef)
     slopes = tuple(c for c in coef if c != INTERCEPT)
-    if isinstance(spec.coefficients, NormalLearnedScale) and INTERCEPT not in coef:
+    if isinstance(spec.coefficients, (NormalLearnedScale, ScaleMixture)) and INTERCEPT not in coef:
         raise InputError(
             f"design {data.design.formula!r} has no intercept, but template {spec.name!r} shrinks every "
             "non-intercept coefficient toward 0; use treatment coding like '~ group' and ask for any "
@@ -58,7 +68,9 @@ def layout(spec: Spec, data: CountData) -> Layout:
         hyper.update(spec.coefficients.hyper(len(slopes)))
     for pname in spec.likelihood.gene_params:
         hyper.update(spec.prior(spec.likelihood.prior_slots[pname]).hyper(0))
-    return Layout(coef=coef, slopes=slopes, gene_params=tuple(spec.likelihood.gene_params), hyper=hyper)
+    mixture = spec.coefficients if isinstance(spec.coefficients, ScaleMixture) and slopes else None
+    return Layout(coef=coef, slopes=slopes, gene_params=tuple(spec.likelihood.gene_params), hyper=hyper,
+                  mixture=mixture)
 
 
 def prior_loc_scale(spec: Spec, lay: Layout, hyper: dict, base_mean) -> tuple[list, list]:
@@ -108,6 +120,8 @@ def build_model(spec: Spec, data: CountData) -> pm.Model:
     coords = {"gene": list(data.genes), "obs": list(data.obs), "coef": list(lay.coef)}
     if lay.slopes:
         coords["slope"] = list(lay.slopes)
+    if lay.mixture is not None:
+        coords["scale"] = [f"{s:.4g}" for s in lay.mixture.grid()]
     with pm.Model(coords=coords) as model:
         X = pm.Data("design", data.design.matrix, dims=("obs", "coef"))
         offset = pm.Data("offset", data.offset, dims="obs")
@@ -115,10 +129,21 @@ def build_model(spec: Spec, data: CountData) -> pm.Model:
         hyper = {name: h.rv(name) for name, h in lay.hyper.items()}
         locs, scales = prior_loc_scale(spec, lay, hyper, base_mean)
         P = lay.n_coef
-        z = pm.Normal("beta_z", 0.0, 1.0, dims=("gene", "coef"))
-        loc_b = pt.stack([pt.broadcast_to(l, (data.n_genes,)) for l in locs[:P]], axis=1)
-        scale_b = pt.stack([pt.broadcast_to(s, (data.n_genes,)) for s in scales[:P]], axis=1)
-        beta = pm.Deterministic("beta", loc_b + scale_b * z, dims=("gene", "coef"))
+        fixed = [i for i, c in enumerate(lay.coef) if lay.mixture is None or c not in lay.slopes]
+        if lay.mixture is not None:
+            model.add_coord("fixed_coef", [lay.coef[i] for i in fixed])
+        z = pm.Normal("beta_z", 0.0, 1.0, dims=("gene", "coef" if lay.mixture is None else "fixed_coef"))
+        loc_b = pt.stack([pt.broadcast_to(locs[i], (data.n_genes,)) for i in fixed], axis=1)
+        scale_b = pt.stack([pt.broadcast_to(scales[i], (data.n_genes,)) for i in fixed], axis=1)
+        beta = pt.zeros((data.n_genes, P))
+        beta = pt.set_subtensor(beta[:, fixed], loc_b + scale_b * z)
+        if lay.mixture is not None:
+            # Mixture slopes are centred free variables with the mixture log-density
+            # added as a potential.
+            slopes = pm.Flat("beta_slope", dims=("gene", "slope"), initval=np.zeros((data.n_genes, len(lay.slopes))))
+            pm.Potential("beta_slope_prior", lay.mixture.logp(slopes, hyper["pi"]))
+            beta = pt.set_subtensor(beta[:, lay.slope_index], slopes)
+        beta = pm.Deterministic("beta", beta, dims=("gene", "coef"))
         params = {}
         for i, pname in enumerate(lay.gene_params):
             zp = pm.Normal(f"{pname}_z", 0.0, 1.0, dims="gene")

@@ -14,7 +14,7 @@ from .design import Design, build_design
 from .errors import InputError, ResultIntegrityError
 from .io import atomic_path
 from .spec import Spec, spec_from_json, spec_hash
-from .stats import bh_adjust, hdi_from_draws, hdi_normal, lfsr_from_draws, lfsr_normal, svalue
+from .stats import bh_adjust, hdi_from_draws, lfsr_from_draws, mixture_summary, svalue
 
 log = logging.getLogger(__name__)
 
@@ -113,12 +113,11 @@ class Fit:
         post = self.idata["posterior"]
         if self.has_group("laplace"):
             lap = self.idata["laplace"]
-            mode = lap["mode"].values[:, :P]
-            cov = lap["cov"].values[:, :P, :P]
-            mean = mode @ vec / np.log(2)
-            sd = np.sqrt(np.einsum("i,gij,j->g", vec, cov, vec)) / np.log(2)
-            lo, hi = hdi_normal(mean, sd, hdi_prob)
-            lfsr = lfsr_normal(mean, sd)
+            mode = lap["mode"].values[..., :P]  # gene, component, coef
+            cov = lap["cov"].values[..., :P, :P]
+            comp_mean = mode @ vec / np.log(2)
+            comp_sd = np.sqrt(np.einsum("i,gcij,j->gc", vec, cov, vec)) / np.log(2)
+            mean, sd, lfsr, lo, hi = mixture_summary(lap["weight"].values, comp_mean, comp_sd, hdi_prob)
         else:
             beta = post["beta"].values  # chain, draw, gene, coef
             draws = np.einsum("cdgk,k->cdg", beta, vec).reshape(-1, beta.shape[2]) / np.log(2)
@@ -129,8 +128,9 @@ class Fit:
         out["lfsr"] = lfsr
         out["svalue"] = svalue(lfsr)
         if self.has_group("laplace") and "log_dispersion" in self.idata["laplace"]["param"].values:
-            k = list(self.idata["laplace"]["param"].values).index("log_dispersion")
-            out["dispersion"] = np.exp(self.idata["laplace"]["mode"].values[:, k])
+            lap = self.idata["laplace"]
+            k = list(lap["param"].values).index("log_dispersion")
+            out["dispersion"] = np.sum(lap["weight"].values * np.exp(lap["mode"].values[..., k]), axis=1)
         elif "dispersion" in post:
             out["dispersion"] = post["dispersion"].mean(("chain", "draw")).values
         else:
@@ -139,7 +139,11 @@ class Fit:
         if self.has_group("laplace"):
             from scipy import stats
 
-            out["pvalue"] = 2.0 * stats.norm.sf(np.abs(mean) / sd)
+            # Wald test on the near-MLE fit (coefficient prior widened), as DESeq2 tests the MLE.
+            lap = self.idata["laplace"]
+            est = lap["mle_mode"].values[:, :P] @ vec
+            se = np.sqrt(np.einsum("i,gij,j->g", vec, lap["mle_cov"].values[:, :P, :P], vec))
+            out["pvalue"] = 2.0 * stats.norm.sf(np.abs(est) / se)
             out["padj"] = bh_adjust(out["pvalue"].to_numpy())
         out.attrs["contrast"] = label
         out.attrs["hdi_prob"] = hdi_prob

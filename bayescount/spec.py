@@ -174,6 +174,12 @@ def spec_from_dict(raw: dict, overrides: dict | None = None) -> Spec:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 errors.append(f"[{section}] {key} must be a finite number, got {value!r}")
                 continue
+            if ("sigma" in key or key.startswith("grid") or key.endswith("weight")) and value <= 0:
+                errors.append(f"[{section}] {key} must be > 0, got {value!r}")
+                continue
+            if key == "n_grid" and (value != int(value) or value < 2):
+                errors.append(f"[{section}] n_grid must be an integer >= 2, got {value!r}")
+                continue
             if "sigma" in key and value <= 0:
                 errors.append(f"[{section}] {key} must be > 0, got {value!r}")
                 continue

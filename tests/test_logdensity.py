@@ -25,7 +25,7 @@ def test_model_likelihood_equals_scipy(small, template):
     rng = np.random.default_rng(0)
     dets = [model["beta"]] + ([model["dispersion"]] if template == "nb_trend" else [])
     outs = [model.logp(vars=[model["counts"]]), *model.replace_rvs_by_values(dets)]
-    fn = model.compile_fn(outs, point_fn=True)
+    fn = model.compile_fn(outs, inputs=model.value_vars, on_unused_input="ignore", point_fn=True)
     for _ in range(3):
         point = _random_point(model, rng)
         logp, beta, *rest = fn(point)
@@ -39,8 +39,8 @@ def test_model_likelihood_equals_scipy(small, template):
 
 
 def test_full_model_logp_equals_scipy(small):
-    """Every term of nb_trend (priors, hyperpriors with Jacobians, likelihood) against scipy."""
-    spec = bc.load_spec("nb_trend")
+    """Every term of nb_trend with a normal LFC prior (priors, hyperpriors with Jacobians, likelihood)."""
+    spec = bc.load_spec("nb_trend", {"coefficients": {"part": "normal_learned_scale"}})
     model = bc.build_model(spec, small)
     point = _random_point(model, np.random.default_rng(1))
     logp = model.compile_logp()(point)
@@ -59,6 +59,27 @@ def test_full_model_logp_equals_scipy(small):
     size = np.exp(-logdisp)[:, None]
     ref += stats.nbinom.logpmf(small.counts, size, size / (size + mu)).sum()
     assert logp == pytest.approx(ref, rel=1e-10)
+
+
+def test_scale_mixture_prior_equals_scipy(small):
+    """The default LFC prior: sum_g log sum_k pi_k prod_j N(beta_gj; 0, sigma_k), and its Dirichlet."""
+    from scipy.special import logsumexp
+
+    spec = bc.load_spec("nb_trend")
+    model = bc.build_model(spec, small)
+    rng = np.random.default_rng(3)
+    point = _random_point(model, rng)
+    outs = model.replace_rvs_by_values([model.potentials[0], model["pi"]])
+    fn = model.compile_fn(outs, inputs=model.value_vars, on_unused_input="ignore", point_fn=True)
+    pot, pi = fn(point)
+    grid = spec.coefficients.grid()
+    slopes = point["beta_slope"]
+    comp = stats.norm.logpdf(slopes[:, :, None], 0.0, grid[None, None, :]).sum(axis=1)
+    assert pot == pytest.approx(logsumexp(np.log(pi)[None, :] + comp, axis=1).sum(), rel=1e-10)
+    assert pi.sum() == pytest.approx(1.0)
+    pi_lp = model.compile_fn(model.logp(vars=[model["pi"]], jacobian=False), inputs=model.value_vars,
+                             on_unused_input="ignore", point_fn=True)(point)
+    assert pi_lp == pytest.approx(stats.dirichlet.logpdf(pi, spec.coefficients.concentration()), rel=1e-10)
 
 
 def test_map_kernel_matches_scipy_and_finite_differences(small):

@@ -28,10 +28,10 @@ def test_contrast_forms_agree(two_factor):
     np.testing.assert_allclose(flipped.log2fc, -by_factor.log2fc)
     np.testing.assert_allclose(flipped.lfsr, by_factor.lfsr)
     # An arbitrary linear combination: half the group effect plus the batch effect.
+    # Posterior means are linear in the contrast, whatever the prior.
     combo = res.lfc([0, 1, 0.5])
-    lap = res.idata["laplace"]
-    expect = (lap["mode"].values[:, 1] + 0.5 * lap["mode"].values[:, 2]) / np.log(2)
-    np.testing.assert_allclose(combo.log2fc, expect)
+    expect = res.lfc([0, 1, 0]).log2fc + 0.5 * res.lfc([0, 0, 1]).log2fc
+    np.testing.assert_allclose(combo.log2fc, expect, rtol=1e-10, atol=1e-12)
     with pytest.raises(bc.InputError, match="several coefficients"):
         res.lfc()
     with pytest.raises(bc.InputError, match="unknown coefficient"):
@@ -47,7 +47,9 @@ def test_table_columns_and_attrs(two_factor):
     table = res.lfc("group[T.B]", hdi_prob=0.8)
     assert list(table.columns) == ["gene", "base_mean", "log2fc", "log2fc_sd", "hdi_low", "hdi_high", "lfsr",
                                    "svalue", "dispersion", "flag", "pvalue", "padj"]
-    assert np.all(table.hdi_low < table.log2fc) and np.all(table.log2fc < table.hdi_high)
+    # With a spike-and-slab posterior the mean can sit outside an HDI that hugs the spike.
+    assert np.all(table.hdi_low < table.hdi_high)
+    assert np.mean((table.hdi_low <= table.log2fc) & (table.log2fc <= table.hdi_high)) > 0.9
     assert np.all((table.lfsr >= 0) & (table.lfsr <= 0.5)) and np.all(table.svalue <= table.lfsr + 1e-12)
     attrs = res.idata.attrs
     assert attrs["spec_hash"] == bc.load_spec("nb_trend").hash

@@ -39,8 +39,8 @@ def test_spec_file_errors(tmp_path):
 
 def test_overrides_change_the_hash_and_defaults_are_filled():
     base = bc.load_spec("nb_trend")
-    tuned = bc.load_spec("nb_trend", {"coefficients": {"tau_sigma": 0.5}})
-    assert tuned.coefficients.tau_sigma == 0.5 and base.coefficients.tau_sigma == 1.0
+    tuned = bc.load_spec("nb_trend", {"coefficients": {"null_weight": 5.0}})
+    assert tuned.coefficients.null_weight == 5.0 and base.coefficients.null_weight == 10.0
     assert tuned.hash != base.hash
     assert bc.load_spec("nb_trend").hash == base.hash
     assert set(base.parts["dispersion"]) == {"part", "log_a0_mu", "log_a0_sigma", "log_a1_mu", "log_a1_sigma", "sigma_d_sigma"}
