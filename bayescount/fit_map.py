@@ -33,7 +33,7 @@ from .data import CountData
 from .model import Layout, layout, prior_loc_scale
 from .progress import progress_bar
 from .spec import Spec
-from .stats import mixture_weights_em
+from .stats import component_loglik, mixture_weights_em
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +42,7 @@ _HYPER_CACHE: dict = {}
 MAX_STEP = 5.0
 INFO_FRACTION = 0.05
 WEAK_SCALE = 3.0
+HYPER_GENES = 4000
 
 
 @dataclass
@@ -51,6 +52,9 @@ class MapState:
     mode: np.ndarray  # (G, C, K) per mixture component (C = 1 without a mixture prior)
     cov: np.ndarray  # (G, C, K, K) Laplace covariances
     weights: np.ndarray  # (G, C) posterior component weights
+    prior_component: np.ndarray  # (C,) which prior mixture component each column belongs to
+    map_mode: np.ndarray  # (G, K) the posterior mode (heaviest prior component)
+    map_cov: np.ndarray  # (G, K, K) its Laplace covariance
     mle_mode: np.ndarray  # (G, K) mode with the coefficient prior widened (for Wald tests)
     mle_cov: np.ndarray  # (G, K, K)
     hyper: dict[str, np.ndarray]
@@ -213,12 +217,12 @@ class _Problem:
         return np.stack([0.5 * np.einsum("gab,gn,na,nb->g", Ainv, t, self.X, self.X, optimize=True) for t in t3], axis=1)
 
 
-def _newton(prob: _Problem, theta, loc, scale, tol=1e-8, max_iter=60):
-    """Damped Newton on every gene at once; only unconverged genes are touched."""
+def _newton(prob: _Problem, theta, loc, scale, tol=1e-8, max_iter=60, rows=None):
+    """Damped Newton on every gene (or ``rows``) at once; only unconverged genes are touched."""
     G = theta.shape[0]
     converged = np.zeros(G, dtype=bool)
     n_iter = np.zeros(G, dtype=int)
-    active = np.arange(G)
+    active = np.arange(G) if rows is None else np.asarray(rows, dtype=int)
     for _ in range(max_iter):
         if active.size == 0:
             break
@@ -269,10 +273,15 @@ def fit_map(
     spec: Spec,
     data: CountData,
     max_sweeps: int = 40,
-    hyper_tol: float = 1e-3,
+    hyper_tol: float = 2e-3,
     progress: bool = False,
+    hyper_genes: int = HYPER_GENES,
 ) -> MapState:
     """Fit a template by batched MAP with marginal hyperparameters, then Laplace.
+
+    The shared hyperparameters are learned on at most ``hyper_genes`` genes
+    (a deterministic subset spread evenly over base means: a few shared
+    numbers need no more); every gene is then fitted with them fixed.
 
     Returns
     -------
@@ -281,115 +290,172 @@ def fit_map(
     """
     lay = layout(spec, data)
     t0 = time.perf_counter()
-    prob = _Problem(spec, data, lay)
     obj_fn, prior_fn, driven, n_u = _hyper_functions(spec, lay)
+    sub_rows = _hyper_subset(data.base_mean, hyper_genes)
+    sub = data if sub_rows is None else data.subset_genes(sub_rows)
+    prob_sub = _Problem(spec, sub, lay)
+    prob = prob_sub if sub is data else _Problem(spec, data, lay)
     t_compile = time.perf_counter() - t0
-    base_mean = data.base_mean
-    all_rows = np.arange(data.n_genes)
+    t1 = time.perf_counter()
     mix = lay.mixture
     slope_idx = np.array(lay.slope_index, dtype=int)
-    groups = list(driven) + ([slope_idx] if mix is not None else [])
+    grid = mix.grid() if mix is not None else None
+    with progress_bar(progress, "MAP sweeps", total=max_sweeps + 1) as bar:
+        u, pi, sweeps = _estimate_hyper(prob_sub, sub, lay, obj_fn, prior_fn, driven, n_u, max_sweeps, hyper_tol, bar)
+        state = _fit_genes(prob, data, lay, prior_fn, u, pi, slope_idx, grid)
+        bar.advance()
+    if sweeps >= max_sweeps:
+        log.warning("MAP hyperparameters did not settle in %d sweeps; results may be approximate", max_sweeps)
+    if (~state.converged).any():
+        log.warning("%d genes did not converge on the MAP path; they are flagged 'map_not_converged'",
+                    int((~state.converged).sum()))
+    state.hyper = _unpack_u(lay, u)
+    if mix is not None:
+        state.hyper["pi"] = pi
+    state.n_sweeps = sweeps
+    state.timings = {"compile_seconds": t_compile, "kernel_compile_seconds": prob.compile_seconds,
+                     "solve_seconds": time.perf_counter() - t1, "hyper_genes": int(sub.n_genes)}
+    return state
+
+
+def _hyper_subset(base_mean: np.ndarray, n: int):
+    """Every k-th gene in base-mean order (deterministic), or None if all genes fit."""
+    G = base_mean.size
+    if G <= n:
+        return None
+    order = np.argsort(base_mean, kind="stable")
+    return np.sort(order[np.unique(np.linspace(0, G - 1, n).round().astype(int))])
+
+
+def _priors(prior_fn, u, pi, base_mean, slope_idx, grid):
+    loc, scale = prior_fn(u, base_mean)
+    if grid is not None:
+        # Sweeps use the moment-matched normal of the current mixture.
+        scale[:, slope_idx] = np.sqrt(np.sum(pi * grid**2))
+    return loc, scale
+
+
+def _estimate_hyper(prob, data, lay, obj_fn, prior_fn, driven, n_u, max_sweeps, hyper_tol, bar):
+    """Alternate per-gene modes and the marginal hyperparameter criterion."""
+    mix = lay.mixture
+    slope_idx = np.array(lay.slope_index, dtype=int)
     grid = mix.grid() if mix is not None else None
     pi = mix.concentration() / mix.concentration().sum() if mix is not None else None
+    groups = list(driven) + ([slope_idx] if mix is not None else [])
     u = _initial_u(lay)
-
-    def priors(u, pi):
-        loc, scale = prior_fn(u, base_mean)
-        if mix is not None:
-            # Sweeps use the moment-matched normal of the current mixture.
-            scale[:, slope_idx] = np.sqrt(np.sum(pi * grid**2))
-        return loc, scale
-
-    loc, scale = priors(u, pi)
-    theta = _initial_theta(data, lay, loc)
-    weak_theta = [theta.copy() for _ in groups]
+    loc, scale = _priors(prior_fn, u, pi, data.base_mean, slope_idx, grid)
+    weak_theta = [_initial_theta(data, lay, loc) for _ in groups]
     usable = data.flags == ""
-    n_iter_total = np.zeros(data.n_genes, dtype=int)
+    rows = np.arange(data.n_genes)
     sweeps = 0
-    t1 = time.perf_counter()
-    with progress_bar(progress, "MAP sweeps", total=max_sweeps if groups else 1) as bar:
-        while groups and sweeps < max_sweeps:
-            # Each group's likelihood summary comes from a mode where only that
-            # group's prior is widened, so the summary does not feed on its own prior.
-            xhat, s2, mask = (np.zeros_like(theta) for _ in range(3))
-            for gi, ks in enumerate(groups):
-                wscale = scale.copy()
-                wscale[:, ks] = np.maximum(WEAK_SCALE, 10.0 * scale[:, ks])
-                weak_theta[gi], conv, n_iter = _newton(prob, weak_theta[gi], loc, wscale)
-                n_iter_total += n_iter
-                _, _, H = prob.derivs(weak_theta[gi], all_rows, loc, wscale)
+    while groups and sweeps < max_sweeps:
+        # Each group's likelihood summary comes from a mode where only that
+        # group's prior is widened, so the summary does not feed on its own prior.
+        xhat, s2, mask = (np.zeros((data.n_genes, len(lay.names))) for _ in range(3))
+        for gi, ks in enumerate(groups):
+            wscale = scale.copy()
+            wscale[:, ks] = np.maximum(WEAK_SCALE, 10.0 * scale[:, ks])
+            weak_theta[gi], conv, _ = _newton(prob, weak_theta[gi], loc, wscale)
+            _, _, H = prob.derivs(weak_theta[gi], rows, loc, wscale)
+            if prob.Q == 1 and prob.P not in set(ks):
+                # Coefficient summaries carry the dispersion's uncertainty (integrated out).
+                cov0, _ = _laplace_cov(H)
+                mean, cov_int = _moments(*_integrate_gene_params(prob, weak_theta[gi], cov0, rows, loc, wscale))
+                xs, ss, ms = _summaries_from_cov(mean, cov_int, loc, wscale, usable & conv)
+            else:
                 xs, ss, ms = _likelihood_summaries(weak_theta[gi], H, loc, wscale, usable & conv)
-                if prob.Q:
-                    # One Newton step of the Cox-Reid adjusted likelihood from its unadjusted mode.
-                    xs[:, prob.P :] += ss[:, prob.P :] * prob.cox_reid_grad(weak_theta[gi], all_rows, H)
-                xhat[:, ks], s2[:, ks], mask[:, ks] = xs[:, ks], ss[:, ks], ms[:, ks]
-            change = 0.0
-            if n_u:
-                res = optimize.minimize(
-                    lambda v: tuple(np.asarray(a, dtype=float) for a in obj_fn(v, xhat, s2, mask, base_mean)),
-                    u, jac=True, method="L-BFGS-B", bounds=[(-12.0, 8.0)] * n_u,
-                )
-                change = np.max(np.abs(res.x - u))
-                u = res.x
-            if mix is not None:
-                new_pi = mixture_weights_em(xhat[:, slope_idx], s2[:, slope_idx], mask[:, slope_idx], grid,
-                                            mix.concentration(), pi0=pi)
-                change = max(change, 10.0 * np.max(np.abs(new_pi - pi)))
-                pi = new_pi
-            loc, scale = priors(u, pi)
-            sweeps += 1
-            bar.advance()
-            log.debug("sweep %d: hyper %s pi %s (change %.2e)", sweeps, _unpack_u(lay, u), pi, change)
-            if change < hyper_tol:
-                break
-        start = weak_theta[-1] if groups else theta
-        if mix is None:
-            theta, converged, n_iter = _newton(prob, start, loc, scale)
-            n_iter_total += n_iter
-            modes, converged_c, log_w = theta[:, None, :], converged[:, None], np.zeros((data.n_genes, 1))
-        else:
-            modes, converged_c, log_w = _mixture_components(prob, start, loc, scale, slope_idx, grid, pi, n_iter_total)
+            if prob.Q:
+                # One Newton step of the Cox-Reid adjusted likelihood from its unadjusted mode.
+                xs[:, prob.P :] += ss[:, prob.P :] * prob.cox_reid_grad(weak_theta[gi], rows, H)
+            xhat[:, ks], s2[:, ks], mask[:, ks] = xs[:, ks], ss[:, ks], ms[:, ks]
+        change = 0.0
+        if n_u:
+            res = optimize.minimize(
+                lambda v: tuple(np.asarray(a, dtype=float) for a in obj_fn(v, xhat, s2, mask, data.base_mean)),
+                u, jac=True, method="L-BFGS-B", bounds=[(-12.0, 8.0)] * n_u,
+            )
+            change = np.max(np.abs(res.x - u))
+            u = res.x
+        if mix is not None:
+            new_pi = mixture_weights_em(xhat[:, slope_idx], s2[:, slope_idx], mask[:, slope_idx], grid,
+                                        mix.concentration(), pi0=pi)
+            change = max(change, np.max(np.abs(new_pi - pi)))
+            pi = new_pi
+        loc, scale = _priors(prior_fn, u, pi, data.base_mean, slope_idx, grid)
+        sweeps += 1
         bar.advance()
-    covs, pd_ok = [], []
+        log.debug("sweep %d: hyper %s pi %s (change %.2e)", sweeps, _unpack_u(lay, u), pi, change)
+        if change < hyper_tol:
+            break
+    return u, pi, sweeps
+
+
+def _fit_genes(prob, data, lay, prior_fn, u, pi, slope_idx, grid) -> MapState:
+    """Every gene's modes and Laplace covariances with the hyperparameters fixed."""
+    G = data.n_genes
+    rows = np.arange(G)
+    loc, scale = _priors(prior_fn, u, pi, data.base_mean, slope_idx, grid)
+    theta0 = _initial_theta(data, lay, loc)
+    # The near-MLE fit (coefficient prior widened): Wald tests, and the start for the rest.
+    mle_scale = scale.copy()
+    if slope_idx.size:
+        mle_scale[:, slope_idx] = np.maximum(WEAK_SCALE, 10.0 * scale[:, slope_idx])
+    mle_mode, _, n_iter = _newton(prob, theta0, loc, mle_scale)
+    _, _, H = prob.derivs(mle_mode, rows, loc, mle_scale)
+    mle_cov, _ = _laplace_cov(H)
+    # Wald tests use the coefficient variance with the dispersion integrated out.
+    _, mle_cov_int = _moments(*_integrate_gene_params(prob, mle_mode, mle_cov, rows, loc, mle_scale))
+    mle_cov_int[:, prob.P :, prob.P :] = mle_cov[:, prob.P :, prob.P :]
+    if grid is None:
+        theta, conv, more = _newton(prob, mle_mode.copy(), loc, scale)
+        n_iter += more
+        modes, conv_c, log_w = theta[:, None, :], conv[:, None], np.zeros((G, 1))
+        live = np.ones((G, 1), dtype=bool)
+    else:
+        # Gate components by the normal-means weights of the near-MLE summaries, so
+        # each component is fitted only where it can matter.
+        xs, ss, ms = _likelihood_summaries(mle_mode, H, loc, mle_scale, np.ones(G, dtype=bool))
+        pred = np.log(np.maximum(pi, 1e-300))[None, :] + component_loglik(
+            xs[:, slope_idx], ss[:, slope_idx], ms[:, slope_idx], grid)
+        live = (pred >= pred.max(axis=1, keepdims=True) - np.log(1e6)) & (pi > 0)[None, :]
+        live |= ~ms[:, slope_idx].all(axis=1, keepdims=True)  # no usable summary: fit every component
+        modes, conv_c, log_w = _mixture_components(prob, mle_mode, loc, scale, slope_idx, grid, pi, live, n_iter)
+    cov = np.broadcast_to(mle_cov[:, None], modes.shape[:2] + mle_cov.shape[1:]).copy()
+    pd_ok = np.ones(live.shape, dtype=bool)
     for c in range(modes.shape[1]):
-        _, _, H = prob.derivs(modes[:, c], all_rows, *_component_prior(loc, scale, slope_idx, grid, c))
-        cov, ok = _laplace_cov(H)
-        covs.append(cov)
-        pd_ok.append(ok)
-    cov = np.stack(covs, axis=1)
+        r = np.flatnonzero(live[:, c])
+        if r.size:
+            cl, cs = _component_prior(loc, scale, slope_idx, grid, c)
+            _, _, Hc = prob.derivs(modes[r, c], r, cl, cs)
+            cov[r, c], pd_ok[r, c] = _laplace_cov(Hc)
+    log_w = np.where(live, log_w, -np.inf)
     weights = np.exp(log_w - log_w.max(axis=1, keepdims=True))
     weights /= weights.sum(axis=1, keepdims=True)
-    converged = np.all(converged_c | (weights < 1e-6), axis=1) & np.all(np.stack(pd_ok, axis=1) | (weights < 1e-6), axis=1)
-    # The near-MLE fit: the coefficient prior widened (DESeq2-style Wald tests use it).
-    mle_scale = scale.copy()
-    if lay.slopes:
-        mle_scale[:, slope_idx] = np.maximum(WEAK_SCALE, 10.0 * scale[:, slope_idx])
-    mle_mode, _, _ = _newton(prob, modes[np.arange(data.n_genes), weights.argmax(axis=1)].copy(), loc, mle_scale)
-    _, _, H = prob.derivs(mle_mode, all_rows, loc, mle_scale)
-    mle_cov, _ = _laplace_cov(H)
-    if groups and sweeps >= max_sweeps:
-        log.warning("MAP hyperparameters did not settle in %d sweeps; results may be approximate", max_sweeps)
-    if (~converged).any():
-        log.warning("%d genes did not converge on the MAP path; they are flagged 'map_not_converged'", int((~converged).sum()))
-    hyper = _unpack_u(lay, u)
-    if mix is not None:
-        hyper["pi"] = pi
-    best = modes[np.arange(data.n_genes), weights.argmax(axis=1)]
-    return MapState(
-        mode=modes,
-        cov=cov,
-        weights=weights,
-        mle_mode=mle_mode,
-        mle_cov=mle_cov,
-        hyper=hyper,
-        converged=converged,
-        n_iter=n_iter_total,
-        loglik=prob.loglik(best, all_rows),
-        names=lay.names,
-        n_sweeps=sweeps,
-        timings={"compile_seconds": t_compile, "kernel_compile_seconds": prob.compile_seconds,
-                 "solve_seconds": time.perf_counter() - t1},
-    )
+    negligible = weights < 1e-6
+    converged = np.all(conv_c | negligible, axis=1) & np.all(pd_ok | negligible, axis=1)
+    best = modes[rows, weights.argmax(axis=1)]
+    loglik = prob.loglik(best, rows)
+    # Integrate the gene parameters out within every live component: the posterior is a
+    # mixture over (component, quadrature node).
+    n_nodes = _GH_X.size if prob.Q == 1 else 1
+    C = modes.shape[1]
+    out_modes = np.repeat(modes, n_nodes, axis=1)
+    out_cov = np.repeat(cov, n_nodes, axis=1)
+    out_w = np.repeat(weights / n_nodes, n_nodes, axis=1)
+    for c in range(C):
+        r = np.flatnonzero(live[:, c] & ~negligible[:, c])
+        if r.size and n_nodes > 1:
+            cl, cs = _component_prior(loc, scale, slope_idx, grid, c)
+            th, cv, wn = _integrate_gene_params(prob, modes[r, c], cov[r, c], r, cl, cs)
+            sl = slice(c * n_nodes, (c + 1) * n_nodes)
+            out_modes[r, sl], out_cov[r, sl] = th, cv
+            out_cov[r, sl, prob.P :, prob.P :] = 1e-12
+            out_w[r, sl] = weights[r, c, None] * wn
+    top = weights.argmax(axis=1)
+    return MapState(mode=out_modes, cov=out_cov, weights=out_w, prior_component=np.repeat(np.arange(C), n_nodes),
+                    map_mode=best, map_cov=cov[rows, top],
+                    mle_mode=mle_mode, mle_cov=mle_cov_int, hyper={},
+                    converged=converged, n_iter=n_iter, loglik=loglik, names=lay.names)
 
 
 def _component_prior(loc, scale, slope_idx, grid, c):
@@ -400,31 +466,94 @@ def _component_prior(loc, scale, slope_idx, grid, c):
     return loc, sc
 
 
-def _mixture_components(prob, start, loc, scale, slope_idx, grid, pi, n_iter_total):
-    """Per-component modes and log weights ``log pi_k + log Laplace evidence``."""
+def _mixture_components(prob, start, loc, scale, slope_idx, grid, pi, live, n_iter_total):
+    """Per-component modes and log weights ``log pi_k + log Laplace evidence`` on live genes."""
     G = start.shape[0]
-    rows = np.arange(G)
-    modes = np.empty((G, grid.size, start.shape[1]))
-    conv = np.empty((G, grid.size), dtype=bool)
-    log_w = np.empty((G, grid.size))
+    modes = np.repeat(start[:, None, :], grid.size, axis=1)
+    conv = np.ones((G, grid.size), dtype=bool)
+    log_w = np.full((G, grid.size), -np.inf)
     # Warm-start from the widest component down so each start is close to the next mode.
     prev = start.copy()
     for c in range(grid.size - 1, -1, -1):
+        r = np.flatnonzero(live[:, c])
+        if r.size == 0:
+            continue
         cl, cs = _component_prior(loc, scale, slope_idx, grid, c)
-        th, ok, n_iter = _newton(prob, prev.copy(), cl, cs)
+        th, ok, n_iter = _newton(prob, prev.copy(), cl, cs, rows=r)
         n_iter_total += n_iter
-        _, _, H = prob.derivs(th, rows, cl, cs)
+        _, _, H = prob.derivs(th[r], r, cl, cs)
         sign, logdet = np.linalg.slogdet(-H)
         # Laplace evidence up to terms shared by all components (their other priors).
-        log_w[:, c] = (np.log(max(pi[c], 1e-300)) + prob.logpost(th, rows, cl, cs)
+        log_w[r, c] = (np.log(max(pi[c], 1e-300)) + prob.logpost(th[r], r, cl, cs)
                        - slope_idx.size * np.log(grid[c]) - 0.5 * logdet)
-        modes[:, c], conv[:, c], prev = th, ok & (sign > 0), th
+        modes[r, c], conv[r, c] = th[r], ok[r] & (sign > 0)
+        prev[r] = th[r]
     return modes, conv, log_w
+
+
+_GH_X, _GH_W = np.polynomial.hermite.hermgauss(3)
+
+
+def _integrate_gene_params(prob, theta, cov, rows, loc, scale):
+    """Integrate the gene parameters (log-dispersion) out by Gauss-Hermite quadrature.
+
+    Around each gene's Laplace fit, the coefficients are re-fitted conditionally
+    at ``d_i = d_hat + sqrt(2 v_d) x_i`` (one Newton step from the Gaussian
+    conditional mean) with their own curvature, and the nodes are weighted by
+    the Laplace-integrated posterior of ``d`` relative to its Gaussian
+    approximation. Plugging in ``d_hat`` instead would ignore that genes whose
+    dispersion sits above the trend are noisier than the shrunken value says.
+
+    Returns node parameters ``(n, 3, K)``, node covariances ``(n, 3, K, K)``
+    (coefficient block; the gene parameter is fixed at its node) and
+    normalized node weights ``(n, 3)``.
+    """
+    P, K = prob.P, prob.K
+    n = theta.shape[0]
+    if prob.Q != 1:
+        return theta[:, None], cov[:, None], np.ones((n, 1))
+    v_d = np.maximum(cov[:, P, P], 1e-12)
+    slope = cov[:, :P, P] / v_d[:, None]
+    thetas = np.empty((n, _GH_X.size, K))
+    covs = np.zeros((n, _GH_X.size, K, K))
+    logw = np.empty((n, _GH_X.size))
+    for i, (x, w) in enumerate(zip(_GH_X, _GH_W)):
+        step = np.sqrt(2.0 * v_d) * x
+        th = theta.copy()
+        th[:, P] += step
+        th[:, :P] += slope * step[:, None]
+        _, g, H = prob.derivs(th, rows, loc, scale)
+        A = -H[:, :P, :P]
+        C = np.linalg.inv(A)
+        corr = np.einsum("gab,gb->ga", C, g[:, :P])
+        th[:, :P] += corr
+        sign, logdet = np.linalg.slogdet(A)
+        logw[:, i] = (np.log(w) + x * x + prob.logpost(th, rows, loc, scale) - 0.5 * logdet)
+        thetas[:, i], covs[:, i, :P, :P] = th, C
+    bad = ~np.all(np.isfinite(logw), axis=1)
+    logw[bad] = np.log(_GH_W)[None, :]
+    logw -= logw.max(axis=1, keepdims=True)
+    weights = np.exp(logw)
+    return thetas, covs, weights / weights.sum(axis=1, keepdims=True)
+
+
+def _moments(thetas, covs, weights):
+    """Mean and covariance of a per-gene mixture of normals."""
+    mean = np.einsum("gi,gik->gk", weights, thetas)
+    dev = thetas - mean[:, None]
+    cov = np.einsum("gi,gikl->gkl", weights, covs + dev[..., :, None] * dev[..., None, :])
+    return mean, cov
 
 
 def _likelihood_summaries(theta, H, loc, scale, usable):
     """Implied Gaussian likelihood (x_hat, s2) of each hyper-driven coordinate."""
     cov, pd_ok = _laplace_cov(H)
+    return _summaries_from_cov(theta, cov, loc, scale, usable & pd_ok)
+
+
+def _summaries_from_cov(theta, cov, loc, scale, usable):
+    """Gaussian division of a posterior ``N(theta, cov)`` by the coordinate's prior."""
+    pd_ok = np.ones(theta.shape[0], dtype=bool)
     v = np.einsum("gkk->gk", cov)
     prec_prior = 1.0 / scale**2
     lam = 1.0 / v - prec_prior
@@ -452,10 +581,13 @@ def laplace_draws(state: MapState, draws: int, random_seed) -> np.ndarray:
     G, C, K = state.mode.shape
     cdf = np.cumsum(state.weights, axis=1)
     comp = np.minimum((rng.random((draws, G, 1)) > cdf[None]).sum(axis=2), C - 1)  # (draws, G)
-    L = np.linalg.cholesky(state.cov + 1e-12 * np.eye(K))  # (G, C, K, K)
     z = rng.standard_normal((draws, G, K))
-    g = np.arange(G)[None, :]
-    return state.mode[g, comp] + np.einsum("dgkl,dgl->dgk", L[g, comp], z)
+    out = np.empty((draws, G, K))
+    for c in np.unique(comp):
+        d_idx, g_idx = np.nonzero(comp == c)
+        L = np.linalg.cholesky(state.cov[:, c] + 1e-12 * np.eye(K))  # (G, K, K)
+        out[d_idx, g_idx] = state.mode[g_idx, c] + np.einsum("nkl,nl->nk", L[g_idx], z[d_idx, g_idx])
+    return out
 
 
 def pointwise_loglik(spec: Spec, data: CountData, lay: Layout, theta_draws: np.ndarray) -> np.ndarray:

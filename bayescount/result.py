@@ -113,24 +113,27 @@ class Fit:
         post = self.idata["posterior"]
         if self.has_group("laplace"):
             lap = self.idata["laplace"]
-            mode = lap["mode"].values[..., :P]  # gene, component, coef
-            cov = lap["cov"].values[..., :P, :P]
+            mode = lap["mix_mode"].values[..., :P]  # gene, component, coef
+            cov = lap["mix_cov"].values[..., :P, :P]
             comp_mean = mode @ vec / np.log(2)
             comp_sd = np.sqrt(np.einsum("i,gcij,j->gc", vec, cov, vec)) / np.log(2)
-            mean, sd, lfsr, lo, hi = mixture_summary(lap["weight"].values, comp_mean, comp_sd, hdi_prob)
+            null = (lap["prior_component"].values == 0) if self._null_applies(vec) else None
+            mean, sd, lfsr, lo, hi = mixture_summary(lap["mix_weight"].values, comp_mean, comp_sd, hdi_prob,
+                                                     null_component=null)
         else:
             beta = post["beta"].values  # chain, draw, gene, coef
             draws = np.einsum("cdgk,k->cdg", beta, vec).reshape(-1, beta.shape[2]) / np.log(2)
             mean, sd = draws.mean(axis=0), draws.std(axis=0, ddof=1)
             lo, hi = hdi_from_draws(draws, hdi_prob)
-            lfsr = lfsr_from_draws(draws)
+            null_prob = self._null_prob_draws(beta) if self._null_applies(vec) else None
+            lfsr = lfsr_from_draws(draws, null_prob=null_prob)
         out["log2fc"], out["log2fc_sd"], out["hdi_low"], out["hdi_high"] = mean, sd, lo, hi
         out["lfsr"] = lfsr
         out["svalue"] = svalue(lfsr)
         if self.has_group("laplace") and "log_dispersion" in self.idata["laplace"]["param"].values:
             lap = self.idata["laplace"]
             k = list(lap["param"].values).index("log_dispersion")
-            out["dispersion"] = np.sum(lap["weight"].values * np.exp(lap["mode"].values[..., k]), axis=1)
+            out["dispersion"] = np.sum(lap["mix_weight"].values * np.exp(lap["mix_mode"].values[..., k]), axis=1)
         elif "dispersion" in post:
             out["dispersion"] = post["dispersion"].mean(("chain", "draw")).values
         else:
@@ -148,6 +151,27 @@ class Fit:
         out.attrs["contrast"] = label
         out.attrs["hdi_prob"] = hdi_prob
         return out
+
+    def _null_applies(self, vec) -> bool:
+        """The LFC prior has a null component and the contrast involves slopes only."""
+        from .parts import ScaleMixture
+
+        coef = list(self.idata["constant_data"]["coef"].values)
+        intercept_free = "Intercept" not in coef or vec[coef.index("Intercept")] == 0
+        return isinstance(self.spec.coefficients, ScaleMixture) and intercept_free
+
+    def _null_prob_draws(self, beta) -> np.ndarray:
+        """Per-draw probability that a gene sits in the null component: ``(n_draws, n_genes)``."""
+        from scipy.special import logsumexp
+
+        coef = list(self.idata["constant_data"]["coef"].values)
+        slopes = beta[..., [i for i, c in enumerate(coef) if c != "Intercept"]]  # chain, draw, gene, slope
+        grid = self.spec.coefficients.grid()
+        pi = self.idata["posterior"]["pi"].values  # chain, draw, scale
+        comp = np.sum(-0.5 * (slopes[..., None] / grid) ** 2 - np.log(grid), axis=3)  # chain, draw, gene, k
+        logp = np.log(np.maximum(pi, 1e-300))[:, :, None, :] + comp
+        p0 = np.exp(logp[..., 0] - logsumexp(logp, axis=3))
+        return p0.reshape(-1, p0.shape[2])
 
     def _flags(self) -> np.ndarray:
         flags = self.idata["constant_data"]["flags"].values.astype(str).astype(object)

@@ -6,7 +6,7 @@ import numpy as np
 from scipy import stats
 
 
-def lfsr_from_draws(draws: np.ndarray, axis: int = 0) -> np.ndarray:
+def lfsr_from_draws(draws: np.ndarray, axis: int = 0, null_prob: np.ndarray | None = None) -> np.ndarray:
     """Local false sign rate: ``min(P(x >= 0), P(x <= 0))`` along ``axis``.
 
     Examples
@@ -15,7 +15,11 @@ def lfsr_from_draws(draws: np.ndarray, axis: int = 0) -> np.ndarray:
     >>> float(lfsr_from_draws(np.array([1.0, 2.0, -1.0, 3.0])))
     0.25
     """
-    return np.minimum((draws >= 0).mean(axis=axis), (draws <= 0).mean(axis=axis))
+    if null_prob is None:
+        return np.minimum((draws >= 0).mean(axis=axis), (draws <= 0).mean(axis=axis))
+    # Rao-Blackwellized: each draw is "null" with probability null_prob, else signed.
+    keep = 1.0 - null_prob
+    return np.minimum((null_prob + keep * (draws >= 0)).mean(axis=axis), (null_prob + keep * (draws <= 0)).mean(axis=axis))
 
 
 def lfsr_normal(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
@@ -59,7 +63,7 @@ def bh_adjust(pvalues: np.ndarray) -> np.ndarray:
     return stats.false_discovery_control(np.asarray(pvalues, dtype=float), method="bh")
 
 
-def mixture_weights_em(xhat, s2, mask, grid, concentration, pi0=None, max_iter=500, tol=1e-8):
+def mixture_weights_em(xhat, s2, mask, grid, concentration, pi0=None, max_iter=300, tol=1e-5):
     """Mixture weights of a gene-level scale mixture by penalized EM (ash's estimator).
 
     Each gene's coefficients share one component ``k``: the marginal of the
@@ -79,14 +83,14 @@ def mixture_weights_em(xhat, s2, mask, grid, concentration, pi0=None, max_iter=5
     loglik = component_loglik(xhat, s2, mask, grid)
     keep = mask.any(axis=1)
     loglik = loglik[keep]
+    # Work with likelihood ratios to the best component: one exp per EM run, not per iteration.
+    lik = np.exp(loglik - loglik.max(axis=1, keepdims=True))
     K = grid.size
     pi = np.full(K, 1.0 / K) if pi0 is None else np.asarray(pi0, float)
     n = loglik.shape[0]
     for _ in range(max_iter):
-        logr = np.log(np.maximum(pi, 1e-300))[None, :] + loglik
-        logr -= logr.max(axis=1, keepdims=True)
-        r = np.exp(logr)
-        r /= r.sum(axis=1, keepdims=True)
+        r = lik * pi[None, :]
+        r /= np.maximum(r.sum(axis=1, keepdims=True), 1e-300)
         new = np.maximum(r.sum(axis=0) + concentration - 1.0, 0.0)
         new /= max(new.sum(), 1e-300) if n else 1.0
         if np.max(np.abs(new - pi)) < tol:
@@ -103,7 +107,7 @@ def component_loglik(xhat, s2, mask, grid):
     return np.sum(mask[:, :, None] * ll, axis=1)
 
 
-def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 400):
+def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 400, null_component=None):
     """Mean, sd, lfsr and HDI of per-gene mixtures of normals.
 
     Parameters
@@ -113,23 +117,40 @@ def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 400):
     prob : float
         HDI probability. The HDI is the highest-density set on a fine grid; for
         a multimodal mixture its hull is returned.
+    null_component : int or boolean array, optional
+        Component(s) that stand for "no effect" (ash's point mass): their weight
+        counts as an error for either sign in the lfsr.
 
     Returns
     -------
     mean, sd, lfsr, hdi_low, hdi_high : numpy.ndarray
     """
     w = weights / weights.sum(axis=1, keepdims=True)
+    G = w.shape[0]
     m = np.sum(w * mean, axis=1)
     var = np.sum(w * (sd**2 + mean**2), axis=1) - m**2
-    p_neg = np.sum(w * stats.norm.cdf(-mean / sd), axis=1)
-    lfsr = np.minimum(p_neg, 1.0 - p_neg)
-    # Span only the components that carry weight, so a negligible wide one does not coarsen the grid.
-    live = w > 1e-4 * w.max(axis=1, keepdims=True)
-    lo_all = np.min(np.where(live, mean - 7 * sd, np.inf), axis=1)
-    hi_all = np.max(np.where(live, mean + 7 * sd, -np.inf), axis=1)
+    p_neg = w * stats.norm.cdf(-mean / sd)
+    p_pos = w - p_neg
+    if null_component is None:
+        lfsr = np.minimum(p_neg.sum(axis=1), p_pos.sum(axis=1))
+    else:
+        is_null = np.zeros(w.shape[1], dtype=bool)
+        is_null[null_component] = True
+        w0 = w[:, is_null].sum(axis=1)
+        lfsr = np.minimum(w0 + p_neg[:, ~is_null].sum(axis=1), w0 + p_pos[:, ~is_null].sum(axis=1))
+    # The HDI uses each gene's three heaviest components (the rest carry negligible mass)
+    # and spans only those, so a negligible wide component does not coarsen the grid.
+    top = np.argsort(-w, axis=1)[:, : min(3, w.shape[1])]
+    wt = np.take_along_axis(w, top, axis=1)
+    mt = np.take_along_axis(mean, top, axis=1)
+    st = np.take_along_axis(sd, top, axis=1)
+    live = wt > 1e-4 * wt[:, :1]
+    lo_all = np.min(np.where(live, mt - 7 * st, np.inf), axis=1)
+    hi_all = np.max(np.where(live, mt + 7 * st, -np.inf), axis=1)
     t = np.linspace(0.0, 1.0, n_grid)
     x = lo_all[:, None] + (hi_all - lo_all)[:, None] * t[None, :]  # (G, n_grid)
-    dens = np.sum(w[:, None, :] * stats.norm.pdf(x[:, :, None], mean[:, None, :], sd[:, None, :]), axis=2)
+    z = (x[:, :, None] - mt[:, None, :]) / st[:, None, :]
+    dens = np.einsum("gk,gnk->gn", wt / st, np.exp(-0.5 * z * z))
     mass = dens * ((hi_all - lo_all) / (n_grid - 1))[:, None]
     order = np.argsort(-dens, axis=1)
     cum = np.cumsum(np.take_along_axis(mass, order, axis=1), axis=1) / mass.sum(axis=1, keepdims=True)

@@ -143,6 +143,18 @@ def versions() -> str:
     return ", ".join(out)
 
 
+def source_hash() -> str:
+    """Short sha256 of the bayescount sources and model templates (ties a table to the code)."""
+    import hashlib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for f in sorted([*root.glob("bayescount/*.py"), *root.glob("models/*.toml")]):
+        h.update(f.name.encode() + f.read_bytes())
+    return h.hexdigest()[:12]
+
+
 def to_markdown(df: pd.DataFrame) -> str:
     cells = [[str(c) for c in df.columns]] + [[_fmt(v) for v in row] for row in df.itertuples(index=False)]
     widths = [max(len(r[i]) for r in cells) for i in range(len(cells[0]))]
@@ -171,6 +183,8 @@ def main(argv=None) -> None:
     truth = sim.truth
     print(f"data: {args.genes} genes x {2 * args.per_group} samples, {int(truth.is_de.sum())} DE, seed {args.seed}")
     print(versions())
+    src = source_hash()
+    print(f"bayescount source hash: {src}")
 
     ours = run_isolated(_ours, sim.counts, sim.samples, args.seed)
     peer = None if args.skip_peer else run_isolated(_peer, sim.counts, sim.samples, args.seed)
@@ -208,6 +222,8 @@ def main(argv=None) -> None:
                          f"RMSE_all (n={len(finite)})": rmse(lfc, truth, finite),
                          f"RMSE_mean>=10 (n={len(hi)})": rmse(lfc, truth, hi)} for t, r, lfc, stat in rows])
     print(f"({len(truth) - len(truth_ok)} all-zero genes dropped by CountData; power counts all {int(truth.is_de.sum())} DE genes)")
+    if source_hash() != src:
+        print("WARNING: bayescount sources changed while the benchmark ran; results mix code versions")
     text = f"## Speed and memory\n\n{to_markdown(perf)}\n\n## Accuracy vs truth\n\n{to_markdown(acc)}\n"
     print("\n" + text)
     if args.out:

@@ -99,9 +99,8 @@ def main() -> None:
     res_map = bc.fit(data, model="nb", method="map", random_seed=SEED)
     t_map = time.perf_counter() - t0
     lap = res_map.idata["laplace"]
-    # One component: the nb template has fixed normal priors.
-    mode = lap["mode"].isel(gene=0, component=0).to_series()  # indexed by param: coef names + "log_dispersion"
-    cov = lap["cov"].isel(gene=0, component=0).values
+    mode = lap["mode"].isel(gene=0).to_series()  # indexed by param: coef names + "log_dispersion"
+    cov = lap["cov"].isel(gene=0).values
     sd = pd.Series(np.sqrt(np.diag(cov)), index=mode.index)
     map_est = pd.concat([mode[coef], pd.Series({"dispersion": np.exp(mode["log_dispersion"])})])
     # delta method for the dispersion's sd: d exp(u) = exp(u) du

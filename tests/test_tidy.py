@@ -27,10 +27,11 @@ def test_nb_regression_matches_statsmodels(tidy):
     res = bc.fit(data, model="nb", method="map", priors=flat, random_seed=1)
     X = data.design.matrix
     ref = NegativeBinomial(tidy.deaths.to_numpy(), X, offset=np.log(tidy.person_years.to_numpy())).fit(disp=0, maxiter=200)
-    mode = res.idata["laplace"]["mode"].values[0, 0]  # gene 0, the only component
+    mode = res.idata["laplace"]["mode"].values[0]
     np.testing.assert_allclose(mode[:3], ref.params[:3], rtol=1e-4, atol=1e-5)
     assert np.exp(mode[3]) == pytest.approx(ref.params[3], rel=1e-3)
     # Laplace sds equal the MLE's standard errors (observed information).
-    sd = np.sqrt(np.diag(res.idata["laplace"]["cov"].values[0, 0]))[:3]
+    sd = np.sqrt(np.diag(res.idata["laplace"]["cov"].values[0]))[:3]
     np.testing.assert_allclose(sd, ref.bse[:3], rtol=2e-2)
-    assert res.lfc("smoker[T.yes]").log2fc.iloc[0] == pytest.approx(mode[2] / np.log(2))
+    # The reported LFC is the posterior mean (dispersion integrated out): close to the mode here.
+    assert res.lfc("smoker[T.yes]").log2fc.iloc[0] == pytest.approx(mode[2] / np.log(2), rel=1e-3)
