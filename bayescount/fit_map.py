@@ -581,13 +581,19 @@ def laplace_draws(state: MapState, draws: int, random_seed) -> np.ndarray:
     G, C, K = state.mode.shape
     cdf = np.cumsum(state.weights, axis=1)
     comp = np.minimum((rng.random((draws, G, 1)) > cdf[None]).sum(axis=2), C - 1)  # (draws, G)
-    z = rng.standard_normal((draws, G, K))
-    out = np.empty((draws, G, K))
-    for c in np.unique(comp):
-        d_idx, g_idx = np.nonzero(comp == c)
+    z = rng.standard_normal((draws * G, K))
+    flat = comp.reshape(-1)
+    order = np.argsort(flat, kind="stable")
+    bounds = np.searchsorted(flat[order], np.arange(C + 1))
+    out = np.empty((draws * G, K))
+    for c in range(C):
+        idx = order[bounds[c] : bounds[c + 1]]
+        if idx.size == 0:
+            continue
+        g_idx = idx % G
         L = np.linalg.cholesky(state.cov[:, c] + 1e-12 * np.eye(K))  # (G, K, K)
-        out[d_idx, g_idx] = state.mode[g_idx, c] + np.einsum("nkl,nl->nk", L[g_idx], z[d_idx, g_idx])
-    return out
+        out[idx] = state.mode[g_idx, c] + np.einsum("nkl,nl->nk", L[g_idx], z[idx])
+    return out.reshape(draws, G, K)
 
 
 def pointwise_loglik(spec: Spec, data: CountData, lay: Layout, theta_draws: np.ndarray) -> np.ndarray:

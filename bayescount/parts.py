@@ -145,9 +145,9 @@ class ScaleMixture:
     all its non-intercept coefficients are ``Normal(0, sigma_k)``. The weights
     ``pi ~ Dirichlet(null_weight, 1, ..., 1)`` are learned across genes, so the
     prior puts as much mass near zero as the data support. Unlike a single
-    ``Normal(0, tau)``, truly null genes then get lfsr near 0.5 instead of a
-    one-sided p-value, which keeps s-value calls calibrated when most genes do
-    not change.
+    ``Normal(0, tau)``, truly null genes then sit in the null component, whose
+    weight counts against either sign in the lfsr (ash's definition), which
+    keeps s-value calls calibrated when most genes do not change.
     """
 
     grid_min: float = 0.02

@@ -107,7 +107,7 @@ def component_loglik(xhat, s2, mask, grid):
     return np.sum(mask[:, :, None] * ll, axis=1)
 
 
-def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 400, null_component=None):
+def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_component=None):
     """Mean, sd, lfsr and HDI of per-gene mixtures of normals.
 
     Parameters

@@ -15,7 +15,7 @@ A walk-through of the everyday workflow:
    ``res.lfc(["group", "B", "A"], hdi_prob=0.9)`` and show the top genes;
 5. look at the learned hyperparameters (``res.hyper``): the dispersion
    trend ``a0 + a1 / mean``, its log-scale scatter ``sigma_d`` and the LFC
-   prior scale ``tau``, next to the values that generated the data;
+   prior's near-null weight ``pi[0]``, next to the values that generated the data;
 6. count the calls at ``svalue < 0.05`` and check their false sign rate
    against the truth -- both counting calls on truly null genes as errors
    and among the truly DE genes only (the nb_trend LFC prior has no point
