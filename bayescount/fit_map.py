@@ -71,7 +71,8 @@ def _likelihood_kernel(lik):
     """Compile ``(y, eta, *gene_params) -> (logp, d1..., d2...)`` elementwise."""
     key = repr(lik)
     if key in _LIK_CACHE:
-        return _LIK_CACHE[key]
+        # Already compiled in this process: nothing was compiled for this call.
+        return _LIK_CACHE[key][:-1] + (0.0,)
     t0 = time.perf_counter()
     y = pt.dmatrix("y")
     eta = pt.dmatrix("eta")
@@ -227,8 +228,9 @@ def _newton(prob: _Problem, theta, loc, scale, tol=1e-8, max_iter=60, rows=None)
         if active.size == 0:
             break
         th = theta[active]
-        f0 = prob.logpost(th, active, loc, scale)
-        _, g, H = prob.derivs(th, active, loc, scale)
+        ll, g, H = prob.derivs(th, active, loc, scale)
+        z0 = (th - loc[active]) / scale[active]
+        f0 = ll - 0.5 * np.sum(z0 * z0, axis=1)
         A = -H
         # Levenberg-style shift where the Hessian is not negative definite.
         min_eig = np.linalg.eigvalsh(A)[:, 0]
@@ -522,13 +524,16 @@ def _integrate_gene_params(prob, theta, cov, rows, loc, scale):
         th = theta.copy()
         th[:, P] += step
         th[:, :P] += slope * step[:, None]
-        _, g, H = prob.derivs(th, rows, loc, scale)
+        ll, g, H = prob.derivs(th, rows, loc, scale)
+        zz = (th - loc[rows]) / scale[rows]
         A = -H[:, :P, :P]
         C = np.linalg.inv(A)
         corr = np.einsum("gab,gb->ga", C, g[:, :P])
         th[:, :P] += corr
         sign, logdet = np.linalg.slogdet(A)
-        logw[:, i] = (np.log(w) + x * x + prob.logpost(th, rows, loc, scale) - 0.5 * logdet)
+        # The conditional mode's log-posterior from the Newton step's quadratic model.
+        f = ll - 0.5 * np.sum(zz * zz, axis=1) + 0.5 * np.einsum("ga,ga->g", g[:, :P], corr)
+        logw[:, i] = np.log(w) + x * x + f - 0.5 * logdet
         thetas[:, i], covs[:, i, :P, :P] = th, C
     bad = ~np.all(np.isfinite(logw), axis=1)
     logw[bad] = np.log(_GH_W)[None, :]

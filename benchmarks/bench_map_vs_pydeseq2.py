@@ -23,12 +23,15 @@ processes are not part of its child's own RSS; the largest worker's peak
 Imports happen before the timed region for both tools.
 
 Accuracy vs the simulation truth: genes are called at ``svalue < 0.1``
-(bayescount), ``padj < 0.1`` (bayescount's Laplace-Wald ``padj`` and
-PyDESeq2's ``padj``). A true positive is a call on an ``is_de`` gene with the
+(bayescount), ``padj < 0.1`` (bayescount's Wald ``padj`` and PyDESeq2's
+``padj``). A true positive is a call on an ``is_de`` gene with the
 correct sign; FDR = false calls / calls, power = true positives / all
 ``is_de`` genes. LFC RMSE vs ``true_log2fc`` is over genes with finite
 estimates from every tool run, and over the subset with
 ``true_base_mean >= 10``.
+
+A short sha256 of ``bayescount/*.py`` + ``models/*.toml`` is printed (and
+re-checked at the end) so that every table can be tied to the code it measured.
 
 Usage
 -----
