@@ -28,19 +28,25 @@ import pytensor.tensor as pt
 from pytensor.graph.traversal import ancestors
 from scipy import optimize
 
-from . import _kernels  # noqa: F401  (registers numba trigamma)
 from .data import CountData
 from .model import Layout, layout, prior_loc_scale
+from .newton import (
+    N_NODES,
+    GeneProblem,
+    integrate_gene_params,
+    laplace_cov,
+    likelihood_summaries,
+    mixture_moments,
+    newton,
+    summaries_from_cov,
+)
 from .progress import progress_bar
 from .spec import Spec
 from .stats import component_loglik, mixture_weights_em
 
 log = logging.getLogger(__name__)
 
-_LIK_CACHE: dict = {}
 _HYPER_CACHE: dict = {}
-MAX_STEP = 5.0
-INFO_FRACTION = 0.05
 WEAK_SCALE = 3.0
 HYPER_GENES = 4000
 
@@ -67,33 +73,6 @@ class MapState:
 
 
 # ------------------------------------------------------------------ compiled pieces
-def _likelihood_kernel(lik):
-    """Compile ``(y, eta, *gene_params) -> (logp, d1..., d2...)`` elementwise."""
-    key = repr(lik)
-    if key in _LIK_CACHE:
-        # Already compiled in this process: nothing was compiled for this call.
-        return _LIK_CACHE[key][:-1] + (0.0,)
-    t0 = time.perf_counter()
-    y = pt.dmatrix("y")
-    eta = pt.dmatrix("eta")
-    ps = [pt.dmatrix(n) for n in lik.gene_params]
-    lp = pm.logp(lik.dist(eta, dict(zip(lik.gene_params, ps))), y)
-    wrt = [eta, *ps]
-    d1 = pt.grad(lp.sum(), wrt)
-    # Each element's logp depends only on the same element of every input, so
-    # the gradient of a summed first derivative is the elementwise second derivative.
-    d2 = []
-    for i in range(len(wrt)):
-        d2.extend(pt.grad(d1[i].sum(), wrt[i:]))
-    full = pytensor.function([y, eta, *ps], [lp, *d1, *d2], mode="NUMBA")
-    value = pytensor.function([y, eta, *ps], lp.sum(axis=1), mode="NUMBA")
-    pointwise = pytensor.function([y, eta, *ps], lp, mode="NUMBA")
-    # d(l_eta_eta)/d(gene param): the Cox-Reid adjustment's derivative.
-    third = pytensor.function([y, eta, *ps], [pt.grad(d2[0].sum(), p) for p in ps], mode="NUMBA") if ps else None
-    _LIK_CACHE[key] = (full, value, pointwise, third, time.perf_counter() - t0)
-    return _LIK_CACHE[key]
-
-
 def _hyper_functions(spec: Spec, lay: Layout):
     """Compile the prior (loc, scale) map and the marginal hyper-objective."""
     key = (spec.hash, lay.coef, lay.gene_params)
@@ -150,119 +129,6 @@ def _unpack_u(lay: Layout, u: np.ndarray) -> dict[str, np.ndarray]:
 
 
 # ----------------------------------------------------------------------- the solver
-class _Problem:
-    """Per-gene log posterior, gradient and Hessian for fixed hyperparameters."""
-
-    def __init__(self, spec: Spec, data: CountData, lay: Layout):
-        self.full, self.value, self.pointwise, self.third, self.compile_seconds = _likelihood_kernel(spec.likelihood)
-        self.y = data.counts.astype(float)
-        self.X = data.design.matrix
-        self.offset = data.offset
-        self.P = lay.n_coef
-        self.K = len(lay.names)
-        self.Q = self.K - self.P
-
-    def _eta_params(self, theta, rows):
-        eta = self.offset[None, :] + theta[:, : self.P] @ self.X.T
-        n = self.y.shape[1]
-        params = [np.ascontiguousarray(np.broadcast_to(theta[:, self.P + q, None], (len(rows), n))) for q in range(self.Q)]
-        return eta, params
-
-    def loglik(self, theta, rows):
-        eta, params = self._eta_params(theta, rows)
-        return self.value(self.y[rows], eta, *params)
-
-    def logpost(self, theta, rows, loc, scale):
-        z = (theta - loc[rows]) / scale[rows]
-        return self.loglik(theta, rows) - 0.5 * np.sum(z * z, axis=1)
-
-    def derivs(self, theta, rows, loc, scale):
-        eta, params = self._eta_params(theta, rows)
-        out = self.full(self.y[rows], eta, *params)
-        P, Q, X = self.P, self.Q, self.X
-        lp, d1, d2 = out[0], out[1 : 2 + Q], out[2 + Q :]
-        g = np.empty((len(rows), self.K))
-        H = np.empty((len(rows), self.K, self.K))
-        g[:, :P] = d1[0] @ X
-        for q in range(Q):
-            g[:, P + q] = d1[1 + q].sum(axis=1)
-        it = iter(d2)
-        for i in range(1 + Q):
-            for j in range(i, 1 + Q):
-                h = next(it)
-                if i == 0 and j == 0:
-                    H[:, :P, :P] = np.einsum("gn,na,nb->gab", h, X, X, optimize=True)
-                elif i == 0:
-                    H[:, :P, P + j - 1] = h @ X
-                    H[:, P + j - 1, :P] = H[:, :P, P + j - 1]
-                else:
-                    H[:, P + i - 1, P + j - 1] = H[:, P + j - 1, P + i - 1] = h.sum(axis=1)
-        prec = 1.0 / scale[rows] ** 2
-        g -= (theta - loc[rows]) * prec
-        H[:, np.arange(self.K), np.arange(self.K)] -= prec
-        return lp.sum(axis=1), g, H
-
-
-    def cox_reid_grad(self, theta, rows, H):
-        """Gradient in each gene parameter of ``-1/2 log det(-H_beta_beta)``.
-
-        Cox & Reid's adjustment: the Laplace-integrated likelihood of the gene
-        parameters (coefficients integrated out under their prior), which removes
-        the small-sample downward bias of ML dispersions (DESeq2 does the same).
-        """
-        if self.third is None:
-            return np.zeros((len(rows), 0))
-        eta, params = self._eta_params(theta, rows)
-        t3 = self.third(self.y[rows], eta, *params)
-        Ainv = np.linalg.inv(-H[:, : self.P, : self.P])
-        return np.stack([0.5 * np.einsum("gab,gn,na,nb->g", Ainv, t, self.X, self.X, optimize=True) for t in t3], axis=1)
-
-
-def _newton(prob: _Problem, theta, loc, scale, tol=1e-8, max_iter=60, rows=None):
-    """Damped Newton on every gene (or ``rows``) at once; only unconverged genes are touched."""
-    G = theta.shape[0]
-    converged = np.zeros(G, dtype=bool)
-    n_iter = np.zeros(G, dtype=int)
-    active = np.arange(G) if rows is None else np.asarray(rows, dtype=int)
-    for _ in range(max_iter):
-        if active.size == 0:
-            break
-        th = theta[active]
-        ll, g, H = prob.derivs(th, active, loc, scale)
-        z0 = (th - loc[active]) / scale[active]
-        f0 = ll - 0.5 * np.sum(z0 * z0, axis=1)
-        A = -H
-        # Levenberg-style shift where the Hessian is not negative definite.
-        min_eig = np.linalg.eigvalsh(A)[:, 0]
-        shift = np.where(min_eig < 1e-8, 1e-6 - min_eig + 1e-3 * np.abs(min_eig), 0.0)
-        A = A + shift[:, None, None] * np.eye(prob.K)
-        step = np.linalg.solve(A, g[..., None])[..., 0]
-        big = np.abs(step).max(axis=1)
-        step *= np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
-        decrement = np.einsum("gk,gk->g", g, step)
-        t = np.ones(active.size)
-        accepted = np.zeros(active.size, dtype=bool)
-        new = th.copy()
-        todo = np.arange(active.size)
-        for _half in range(30):
-            cand = th[todo] + t[todo, None] * step[todo]
-            f1 = prob.logpost(cand, active[todo], loc, scale)
-            ok = np.isfinite(f1) & (f1 >= f0[todo] + 1e-4 * t[todo] * decrement[todo] - 1e-12 * np.abs(f0[todo]))
-            new[todo[ok]] = cand[ok]
-            accepted[todo[ok]] = True
-            todo = todo[~ok]
-            if todo.size == 0:
-                break
-            t[todo] *= 0.5
-        theta[active] = new
-        n_iter[active] += 1
-        done = (decrement < tol) | (np.abs(t[:, None] * step).max(axis=1) < 1e-7) | ~accepted
-        converged[active[done & accepted]] = True
-        converged[active[done & ~accepted & (decrement < 1e-6)]] = True
-        active = active[~done]
-    return theta, converged, n_iter
-
-
 def _initial_theta(data: CountData, lay: Layout, hyper_loc: np.ndarray) -> np.ndarray:
     theta = np.zeros((data.n_genes, len(lay.names)))
     if "Intercept" in lay.coef:
@@ -295,8 +161,8 @@ def fit_map(
     obj_fn, prior_fn, driven, n_u = _hyper_functions(spec, lay)
     sub_rows = _hyper_subset(data.base_mean, hyper_genes)
     sub = data if sub_rows is None else data.subset_genes(sub_rows)
-    prob_sub = _Problem(spec, sub, lay)
-    prob = prob_sub if sub is data else _Problem(spec, data, lay)
+    prob_sub = GeneProblem(spec, sub, lay)
+    prob = prob_sub if sub is data else GeneProblem(spec, data, lay)
     t_compile = time.perf_counter() - t0
     t1 = time.perf_counter()
     mix = lay.mixture
@@ -357,15 +223,15 @@ def _estimate_hyper(prob, data, lay, obj_fn, prior_fn, driven, n_u, max_sweeps, 
         for gi, ks in enumerate(groups):
             wscale = scale.copy()
             wscale[:, ks] = np.maximum(WEAK_SCALE, 10.0 * scale[:, ks])
-            weak_theta[gi], conv, _ = _newton(prob, weak_theta[gi], loc, wscale)
+            weak_theta[gi], conv, _ = newton(prob, weak_theta[gi], loc, wscale)
             _, _, H = prob.derivs(weak_theta[gi], rows, loc, wscale)
             if prob.Q == 1 and prob.P not in set(ks):
                 # Coefficient summaries carry the dispersion's uncertainty (integrated out).
-                cov0, _ = _laplace_cov(H)
-                mean, cov_int = _moments(*_integrate_gene_params(prob, weak_theta[gi], cov0, rows, loc, wscale))
-                xs, ss, ms = _summaries_from_cov(mean, cov_int, loc, wscale, usable & conv)
+                cov0, _ = laplace_cov(H)
+                mean, cov_int = mixture_moments(*integrate_gene_params(prob, weak_theta[gi], cov0, rows, loc, wscale))
+                xs, ss, ms = summaries_from_cov(mean, cov_int, loc, wscale, usable & conv)
             else:
-                xs, ss, ms = _likelihood_summaries(weak_theta[gi], H, loc, wscale, usable & conv)
+                xs, ss, ms = likelihood_summaries(weak_theta[gi], H, loc, wscale, usable & conv)
             if prob.Q:
                 # One Newton step of the Cox-Reid adjusted likelihood from its unadjusted mode.
                 xs[:, prob.P :] += ss[:, prob.P :] * prob.cox_reid_grad(weak_theta[gi], rows, H)
@@ -402,21 +268,21 @@ def _fit_genes(prob, data, lay, prior_fn, u, pi, slope_idx, grid) -> MapState:
     mle_scale = scale.copy()
     if slope_idx.size:
         mle_scale[:, slope_idx] = np.maximum(WEAK_SCALE, 10.0 * scale[:, slope_idx])
-    mle_mode, _, n_iter = _newton(prob, theta0, loc, mle_scale)
+    mle_mode, _, n_iter = newton(prob, theta0, loc, mle_scale)
     _, _, H = prob.derivs(mle_mode, rows, loc, mle_scale)
-    mle_cov, _ = _laplace_cov(H)
+    mle_cov, _ = laplace_cov(H)
     # Wald tests use the coefficient variance with the dispersion integrated out.
-    _, mle_cov_int = _moments(*_integrate_gene_params(prob, mle_mode, mle_cov, rows, loc, mle_scale))
+    _, mle_cov_int = mixture_moments(*integrate_gene_params(prob, mle_mode, mle_cov, rows, loc, mle_scale))
     mle_cov_int[:, prob.P :, prob.P :] = mle_cov[:, prob.P :, prob.P :]
     if grid is None:
-        theta, conv, more = _newton(prob, mle_mode.copy(), loc, scale)
+        theta, conv, more = newton(prob, mle_mode.copy(), loc, scale)
         n_iter += more
         modes, conv_c, log_w = theta[:, None, :], conv[:, None], np.zeros((G, 1))
         live = np.ones((G, 1), dtype=bool)
     else:
         # Gate components by the normal-means weights of the near-MLE summaries, so
         # each component is fitted only where it can matter.
-        xs, ss, ms = _likelihood_summaries(mle_mode, H, loc, mle_scale, np.ones(G, dtype=bool))
+        xs, ss, ms = likelihood_summaries(mle_mode, H, loc, mle_scale, np.ones(G, dtype=bool))
         pred = np.log(np.maximum(pi, 1e-300))[None, :] + component_loglik(
             xs[:, slope_idx], ss[:, slope_idx], ms[:, slope_idx], grid)
         live = (pred >= pred.max(axis=1, keepdims=True) - np.log(1e6)) & (pi > 0)[None, :]
@@ -429,7 +295,7 @@ def _fit_genes(prob, data, lay, prior_fn, u, pi, slope_idx, grid) -> MapState:
         if r.size:
             cl, cs = _component_prior(loc, scale, slope_idx, grid, c)
             _, _, Hc = prob.derivs(modes[r, c], r, cl, cs)
-            cov[r, c], pd_ok[r, c] = _laplace_cov(Hc)
+            cov[r, c], pd_ok[r, c] = laplace_cov(Hc)
     log_w = np.where(live, log_w, -np.inf)
     weights = np.exp(log_w - log_w.max(axis=1, keepdims=True))
     weights /= weights.sum(axis=1, keepdims=True)
@@ -439,7 +305,7 @@ def _fit_genes(prob, data, lay, prior_fn, u, pi, slope_idx, grid) -> MapState:
     loglik = prob.loglik(best, rows)
     # Integrate the gene parameters out within every live component: the posterior is a
     # mixture over (component, quadrature node).
-    n_nodes = _GH_X.size if prob.Q == 1 else 1
+    n_nodes = N_NODES if prob.Q == 1 else 1
     C = modes.shape[1]
     out_modes = np.repeat(modes, n_nodes, axis=1)
     out_cov = np.repeat(cov, n_nodes, axis=1)
@@ -448,7 +314,7 @@ def _fit_genes(prob, data, lay, prior_fn, u, pi, slope_idx, grid) -> MapState:
         r = np.flatnonzero(live[:, c] & ~negligible[:, c])
         if r.size and n_nodes > 1:
             cl, cs = _component_prior(loc, scale, slope_idx, grid, c)
-            th, cv, wn = _integrate_gene_params(prob, modes[r, c], cov[r, c], r, cl, cs)
+            th, cv, wn = integrate_gene_params(prob, modes[r, c], cov[r, c], r, cl, cs)
             sl = slice(c * n_nodes, (c + 1) * n_nodes)
             out_modes[r, sl], out_cov[r, sl] = th, cv
             out_cov[r, sl, prob.P :, prob.P :] = 1e-12
@@ -481,7 +347,7 @@ def _mixture_components(prob, start, loc, scale, slope_idx, grid, pi, live, n_it
         if r.size == 0:
             continue
         cl, cs = _component_prior(loc, scale, slope_idx, grid, c)
-        th, ok, n_iter = _newton(prob, prev.copy(), cl, cs, rows=r)
+        th, ok, n_iter = newton(prob, prev.copy(), cl, cs, rows=r)
         n_iter_total += n_iter
         _, _, H = prob.derivs(th[r], r, cl, cs)
         sign, logdet = np.linalg.slogdet(-H)
@@ -491,93 +357,6 @@ def _mixture_components(prob, start, loc, scale, slope_idx, grid, pi, live, n_it
         modes[r, c], conv[r, c] = th[r], ok[r] & (sign > 0)
         prev[r] = th[r]
     return modes, conv, log_w
-
-
-_GH_X, _GH_W = np.polynomial.hermite.hermgauss(3)
-
-
-def _integrate_gene_params(prob, theta, cov, rows, loc, scale):
-    """Integrate the gene parameters (log-dispersion) out by Gauss-Hermite quadrature.
-
-    Around each gene's Laplace fit, the coefficients are re-fitted conditionally
-    at ``d_i = d_hat + sqrt(2 v_d) x_i`` (one Newton step from the Gaussian
-    conditional mean) with their own curvature, and the nodes are weighted by
-    the Laplace-integrated posterior of ``d`` relative to its Gaussian
-    approximation. Plugging in ``d_hat`` instead would ignore that genes whose
-    dispersion sits above the trend are noisier than the shrunken value says.
-
-    Returns node parameters ``(n, 3, K)``, node covariances ``(n, 3, K, K)``
-    (coefficient block; the gene parameter is fixed at its node) and
-    normalized node weights ``(n, 3)``.
-    """
-    P, K = prob.P, prob.K
-    n = theta.shape[0]
-    if prob.Q != 1:
-        return theta[:, None], cov[:, None], np.ones((n, 1))
-    v_d = np.maximum(cov[:, P, P], 1e-12)
-    slope = cov[:, :P, P] / v_d[:, None]
-    thetas = np.empty((n, _GH_X.size, K))
-    covs = np.zeros((n, _GH_X.size, K, K))
-    logw = np.empty((n, _GH_X.size))
-    for i, (x, w) in enumerate(zip(_GH_X, _GH_W)):
-        step = np.sqrt(2.0 * v_d) * x
-        th = theta.copy()
-        th[:, P] += step
-        th[:, :P] += slope * step[:, None]
-        ll, g, H = prob.derivs(th, rows, loc, scale)
-        zz = (th - loc[rows]) / scale[rows]
-        A = -H[:, :P, :P]
-        C = np.linalg.inv(A)
-        corr = np.einsum("gab,gb->ga", C, g[:, :P])
-        th[:, :P] += corr
-        sign, logdet = np.linalg.slogdet(A)
-        # The conditional mode's log-posterior from the Newton step's quadratic model.
-        f = ll - 0.5 * np.sum(zz * zz, axis=1) + 0.5 * np.einsum("ga,ga->g", g[:, :P], corr)
-        logw[:, i] = np.log(w) + x * x + f - 0.5 * logdet
-        thetas[:, i], covs[:, i, :P, :P] = th, C
-    bad = ~np.all(np.isfinite(logw), axis=1)
-    logw[bad] = np.log(_GH_W)[None, :]
-    logw -= logw.max(axis=1, keepdims=True)
-    weights = np.exp(logw)
-    return thetas, covs, weights / weights.sum(axis=1, keepdims=True)
-
-
-def _moments(thetas, covs, weights):
-    """Mean and covariance of a per-gene mixture of normals."""
-    mean = np.einsum("gi,gik->gk", weights, thetas)
-    dev = thetas - mean[:, None]
-    cov = np.einsum("gi,gikl->gkl", weights, covs + dev[..., :, None] * dev[..., None, :])
-    return mean, cov
-
-
-def _likelihood_summaries(theta, H, loc, scale, usable):
-    """Implied Gaussian likelihood (x_hat, s2) of each hyper-driven coordinate."""
-    cov, pd_ok = _laplace_cov(H)
-    return _summaries_from_cov(theta, cov, loc, scale, usable & pd_ok)
-
-
-def _summaries_from_cov(theta, cov, loc, scale, usable):
-    """Gaussian division of a posterior ``N(theta, cov)`` by the coordinate's prior."""
-    pd_ok = np.ones(theta.shape[0], dtype=bool)
-    v = np.einsum("gkk->gk", cov)
-    prec_prior = 1.0 / scale**2
-    lam = 1.0 / v - prec_prior
-    # Genes whose own data carry almost no information on a coordinate (e.g. a
-    # level with all-zero counts) say nothing about its scale and are left out.
-    ok = (lam > INFO_FRACTION * prec_prior) & (usable & pd_ok)[:, None]
-    lam_safe = np.where(ok, lam, 1.0)
-    xhat = np.where(ok, (theta / v - prec_prior * loc) / lam_safe, 0.0)
-    s2 = np.where(ok, 1.0 / lam_safe, 1.0)
-    return xhat, s2, ok.astype(float)
-
-
-def _laplace_cov(H):
-    A = -H
-    w, V = np.linalg.eigh(A)
-    pd_ok = w[:, 0] > 0
-    w = np.maximum(w, 1e-10)
-    cov = np.einsum("gij,gj,gkj->gik", V, 1.0 / w, V)
-    return cov, pd_ok
 
 
 def laplace_draws(state: MapState, draws: int, random_seed) -> np.ndarray:
@@ -603,7 +382,7 @@ def laplace_draws(state: MapState, draws: int, random_seed) -> np.ndarray:
 
 def pointwise_loglik(spec: Spec, data: CountData, lay: Layout, theta_draws: np.ndarray) -> np.ndarray:
     """Log-likelihood ``(draw, gene, obs)`` of Laplace draws ``(draw, gene, K)``."""
-    prob = _Problem(spec, data, lay)
+    prob = GeneProblem(spec, data, lay)
     rows = np.arange(data.n_genes)
     out = np.empty((theta_draws.shape[0], data.n_genes, data.n_obs))
     for d in range(theta_draws.shape[0]):

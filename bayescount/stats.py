@@ -126,7 +126,6 @@ def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_comp
     mean, sd, lfsr, hdi_low, hdi_high : numpy.ndarray
     """
     w = weights / weights.sum(axis=1, keepdims=True)
-    G = w.shape[0]
     m = np.sum(w * mean, axis=1)
     var = np.sum(w * (sd**2 + mean**2), axis=1) - m**2
     p_neg = w * stats.norm.cdf(-mean / sd)

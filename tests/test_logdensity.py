@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 import bayescount as bc
-from bayescount.fit_map import _Problem
+from bayescount.newton import GeneProblem as _Problem
 from bayescount.model import layout
 
 
