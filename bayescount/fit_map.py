@@ -81,6 +81,9 @@ def _hyper_functions(spec: Spec, lay: Layout):
     u = pt.dvector("u")
     base_mean = pt.dvector("base_mean")
     xhat, s2, mask = pt.dmatrix("xhat"), pt.dmatrix("s2"), pt.dmatrix("mask")
+    # Quadrature data for the first gene parameter (log-dispersion): nodes, log integrand
+    # weights (likelihood / proposal x GH weight) and a per-gene mask.
+    qnodes, qlog, qmask = pt.dmatrix("qnodes"), pt.dmatrix("qlog"), pt.dvector("qmask")
     hyper, prior_lp, pos = {}, pt.constant(0.0), 0
     for name, h in lay.scale_hyper.items():
         n = 1 if h.size is None else h.size
@@ -103,9 +106,16 @@ def _hyper_functions(spec: Spec, lay: Layout):
     driven = [np.array(ks) for ks in groups.values()]
     sd = pt.sqrt(scale**2 + s2)
     ll = pt.sum(mask * (-0.5 * ((xhat - loc) / sd) ** 2 - pt.log(sd) - 0.5 * np.log(2 * np.pi)))
+    if lay.gene_params:
+        k = lay.n_coef
+        z = (qnodes - loc[:, k, None]) / scale[:, k, None]
+        log_prior = -0.5 * z**2 - pt.log(scale[:, k, None]) - 0.5 * np.log(2 * np.pi)
+        ll = ll + pt.sum(qmask * pt.logsumexp(qlog + log_prior, axis=1))
     objective = -(ll + prior_lp)
     mode = pytensor.compile.mode.get_mode("FAST_COMPILE")
-    obj_fn = pytensor.function([u, xhat, s2, mask, base_mean], [objective, pt.grad(objective, u, disconnected_inputs="ignore")], mode=mode)
+    obj_fn = pytensor.function([u, xhat, s2, mask, base_mean, qnodes, qlog, qmask],
+                               [objective, pt.grad(objective, u, disconnected_inputs="ignore")], mode=mode,
+                               on_unused_input="ignore")
     prior_fn = pytensor.function([u, base_mean], [loc, scale], mode=mode, on_unused_input="ignore")
     _HYPER_CACHE[key] = (obj_fn, prior_fn, driven, pos)
     return _HYPER_CACHE[key]
@@ -220,6 +230,7 @@ def _estimate_hyper(prob, data, lay, obj_fn, prior_fn, driven, n_u, max_sweeps, 
         # Each group's likelihood summary comes from a mode where only that
         # group's prior is widened, so the summary does not feed on its own prior.
         xhat, s2, mask = (np.zeros((data.n_genes, len(lay.names))) for _ in range(3))
+        quad = None
         for gi, ks in enumerate(groups):
             wscale = scale.copy()
             wscale[:, ks] = np.maximum(WEAK_SCALE, 10.0 * scale[:, ks])
@@ -236,10 +247,16 @@ def _estimate_hyper(prob, data, lay, obj_fn, prior_fn, driven, n_u, max_sweeps, 
                 # One Newton step of the Cox-Reid adjusted likelihood from its unadjusted mode.
                 xs[:, prob.P :] += ss[:, prob.P :] * prob.cox_reid_grad(weak_theta[gi], rows, H)
             xhat[:, ks], s2[:, ks], mask[:, ks] = xs[:, ks], ss[:, ks], ms[:, ks]
+            if prob.Q and prob.P in set(ks):
+                quad = _dispersion_quadrature(prob, weak_theta[gi], xs[:, prob.P], ss[:, prob.P],
+                                              ms[:, prob.P] > 0, loc, scale)
+                mask[:, prob.P] = 0.0  # the quadrature replaces the Gaussian summary
+        if quad is None:
+            quad = (np.zeros((data.n_genes, 1)), np.zeros((data.n_genes, 1)), np.zeros(data.n_genes))
         change = 0.0
         if n_u:
             res = optimize.minimize(
-                lambda v: tuple(np.asarray(a, dtype=float) for a in obj_fn(v, xhat, s2, mask, data.base_mean)),
+                lambda v: tuple(np.asarray(a, dtype=float) for a in obj_fn(v, xhat, s2, mask, data.base_mean, *quad)),
                 u, jac=True, method="L-BFGS-B", bounds=[(-12.0, 8.0)] * n_u,
             )
             change = np.max(np.abs(res.x - u))
@@ -256,6 +273,45 @@ def _estimate_hyper(prob, data, lay, obj_fn, prior_fn, driven, n_u, max_sweeps, 
         if change < hyper_tol:
             break
     return u, pi, sweeps
+
+
+_Q_X, _Q_W = np.polynomial.hermite.hermgauss(7)
+
+
+def _dispersion_quadrature(prob, theta, xhat, s2, usable, loc, scale):
+    """Nodes and log weights to integrate each gene's likelihood of its log-dispersion.
+
+    The integrand is the Laplace-integrated likelihood (coefficients re-fitted at
+    each node under their prior: the Cox-Reid adjustment) times the trend prior;
+    nodes sit on the Gaussian posterior at the current hyperparameters, so they
+    cover the region that matters even for low-count genes whose likelihood is flat.
+    """
+    P = prob.P
+    G = theta.shape[0]
+    rows = np.flatnonzero(usable)
+    m, sig2 = loc[:, P], scale[:, P] ** 2
+    vq = 1.0 / (1.0 / s2 + 1.0 / sig2)
+    mq = vq * (xhat / s2 + m / sig2)
+    nodes = mq[:, None] + np.sqrt(2.0 * vq)[:, None] * _Q_X[None, :]
+    qlog = np.zeros((G, _Q_X.size))
+    pin_scale = scale.copy()
+    pin_scale[:, P] = 1e-6
+    for i in range(_Q_X.size):
+        pin_loc = loc.copy()
+        pin_loc[:, P] = nodes[:, i]
+        th = theta.copy()
+        th[:, P] = nodes[:, i]
+        th, _, _ = newton(prob, th, pin_loc, pin_scale, rows=rows)
+        ll, _, H = prob.derivs(th[rows], rows, pin_loc, pin_scale)
+        z = (th[rows, :P] - loc[rows, :P]) / scale[rows, :P]
+        _, logdet = np.linalg.slogdet(-H[:, :P, :P])
+        log_q = -0.5 * (nodes[rows, i] - mq[rows]) ** 2 / vq[rows] - 0.5 * np.log(2 * np.pi * vq[rows])
+        qlog[rows, i] = ll - 0.5 * np.sum(z * z, axis=1) - 0.5 * logdet - log_q + np.log(_Q_W[i] / np.sqrt(np.pi))
+    ok = usable & np.all(np.isfinite(qlog), axis=1)
+    qlog[~ok] = 0.0
+    # A per-gene constant does not move the hyperparameters; centring keeps exp() tame.
+    qlog -= qlog.max(axis=1, keepdims=True)
+    return nodes, qlog, ok.astype(float)
 
 
 def _fit_genes(prob, data, lay, prior_fn, u, pi, slope_idx, grid) -> MapState:
