@@ -262,8 +262,18 @@ def _estimate_hyper(prob, data, lay, obj_fn, prior_fn, driven, n_u, max_sweeps, 
             change = np.max(np.abs(res.x - u))
             u = res.x
         if mix is not None:
-            new_pi = mixture_weights_em(xhat[:, slope_idx], s2[:, slope_idx], mask[:, slope_idx], grid,
-                                        mix.concentration(), pi0=pi)
+            # Mixture weights from each gene's Laplace evidence under every component that
+            # can matter: a null gene re-fitted with its slope at zero also re-fits its
+            # dispersion, which no Gaussian summary at the unconstrained mode can show.
+            slope_theta = weak_theta[-1]
+            pred = np.log(np.maximum(pi, 1e-300))[None, :] + component_loglik(
+                xhat[:, slope_idx], s2[:, slope_idx], mask[:, slope_idx], grid)
+            live = (pred >= pred.max(axis=1, keepdims=True) - np.log(1e6)) & (pi > 0)[None, :]
+            live &= mask[:, slope_idx].all(axis=1, keepdims=True)
+            _, _, log_w = _mixture_components(prob, slope_theta, loc, scale, slope_idx, grid, pi, live,
+                                              np.zeros(data.n_genes, dtype=int))
+            log_z = np.where(live, log_w - np.log(np.maximum(pi, 1e-300))[None, :], -np.inf)
+            new_pi = mixture_weights_em(None, None, None, grid, mix.concentration(), pi0=pi, loglik=log_z)
             change = max(change, np.max(np.abs(new_pi - pi)))
             pi = new_pi
         loc, scale = _priors(prior_fn, u, pi, data.base_mean, slope_idx, grid)

@@ -63,13 +63,15 @@ def bh_adjust(pvalues: np.ndarray) -> np.ndarray:
     return stats.false_discovery_control(np.asarray(pvalues, dtype=float), method="bh")
 
 
-def mixture_weights_em(xhat, s2, mask, grid, concentration, pi0=None, max_iter=300, tol=1e-5):
+def mixture_weights_em(xhat, s2, mask, grid, concentration, pi0=None, max_iter=300, tol=1e-5, loglik=None):
     """Mixture weights of a gene-level scale mixture by penalized EM (ash's estimator).
 
     Each gene's coefficients share one component ``k``: the marginal of the
     Gaussian likelihood summaries is ``prod_j N(xhat_gj; 0, grid_k^2 + s2_gj)``
     over the coordinates with ``mask``; the Dirichlet ``concentration`` acts as
-    pseudo-counts (a null weight above 1 favours the smallest scale).
+    pseudo-counts (a null weight above 1 favours the smallest scale). A
+    precomputed (gene, component) ``loglik`` (e.g. Laplace evidences) replaces
+    the Gaussian summaries; ``-inf`` marks components not evaluated for a gene.
 
     Examples
     --------
@@ -80,8 +82,11 @@ def mixture_weights_em(xhat, s2, mask, grid, concentration, pi0=None, max_iter=3
     >>> np.round(pi, 1)
     array([0.9, 0.1])
     """
-    loglik = component_loglik(xhat, s2, mask, grid)
-    keep = mask.any(axis=1)
+    if loglik is None:
+        loglik = component_loglik(xhat, s2, mask, grid)
+        keep = mask.any(axis=1)
+    else:
+        keep = np.isfinite(loglik).any(axis=1)
     loglik = loglik[keep]
     # Work with likelihood ratios to the best component: one exp per EM run, not per iteration.
     lik = np.exp(loglik - loglik.max(axis=1, keepdims=True))
