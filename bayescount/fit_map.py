@@ -431,19 +431,18 @@ def laplace_draws(state: MapState, draws: int, random_seed) -> np.ndarray:
     G, C, K = state.mode.shape
     cdf = np.cumsum(state.weights, axis=1)
     comp = np.minimum((rng.random((draws, G, 1)) > cdf[None]).sum(axis=2), C - 1)  # (draws, G)
-    z = rng.standard_normal((draws * G, K))
-    flat = comp.reshape(-1)
-    order = np.argsort(flat, kind="stable")
-    bounds = np.searchsorted(flat[order], np.arange(C + 1))
-    out = np.empty((draws * G, K))
-    for c in range(C):
-        idx = order[bounds[c] : bounds[c + 1]]
-        if idx.size == 0:
-            continue
-        g_idx = idx % G
-        L = np.linalg.cholesky(state.cov[:, c] + 1e-12 * np.eye(K))  # (G, K, K)
-        out[idx] = state.mode[g_idx, c] + np.einsum("nkl,nl->nk", L[g_idx], z[idx])
-    return out.reshape(draws, G, K)
+    z = rng.standard_normal((draws, G, K))
+    L = np.linalg.cholesky(state.cov.reshape(-1, K, K) + 1e-12 * np.eye(K))  # (G*C, K, K)
+    mode = state.mode.reshape(-1, K)
+    base = np.arange(G) * C
+    out = np.empty((draws, G, K))
+    # Chunks of draws keep the gathered Cholesky factors small.
+    step = max(1, 400_000 // max(G, 1))
+    for d0 in range(0, draws, step):
+        sel = (base[None, :] + comp[d0 : d0 + step]).reshape(-1)
+        zz = z[d0 : d0 + step].reshape(-1, K)
+        out[d0 : d0 + step] = (mode[sel] + np.einsum("nkl,nl->nk", L[sel], zz)).reshape(-1, G, K)
+    return out
 
 
 def pointwise_loglik(spec: Spec, data: CountData, lay: Layout, theta_draws: np.ndarray) -> np.ndarray:
