@@ -236,18 +236,21 @@ def _estimate_hyper(prob, data, lay, obj_fn, prior_fn, driven, n_u, max_sweeps, 
             wscale[:, ks] = np.maximum(WEAK_SCALE, 10.0 * scale[:, ks])
             weak_theta[gi], conv, _ = newton(prob, weak_theta[gi], loc, wscale)
             _, _, H = prob.derivs(weak_theta[gi], rows, loc, wscale)
-            if prob.Q == 1 and prob.P not in set(ks):
-                # Coefficient summaries carry the dispersion's uncertainty (integrated out).
+            dispersion_group = prob.Q > 0 and prob.P in set(ks)
+            if prob.Q == 1 and not dispersion_group and mix is None:
+                # Coefficient summaries feed the scale criterion: they carry the
+                # dispersion's uncertainty (integrated out). With a mixture prior they only
+                # gate which components are fitted, and the plain Laplace summary does.
                 cov0, _ = laplace_cov(H)
                 mean, cov_int = mixture_moments(*integrate_gene_params(prob, weak_theta[gi], cov0, rows, loc, wscale))
                 xs, ss, ms = summaries_from_cov(mean, cov_int, loc, wscale, usable & conv)
             else:
                 xs, ss, ms = likelihood_summaries(weak_theta[gi], H, loc, wscale, usable & conv)
-            if prob.Q:
+            if dispersion_group:
                 # One Newton step of the Cox-Reid adjusted likelihood from its unadjusted mode.
                 xs[:, prob.P :] += ss[:, prob.P :] * prob.cox_reid_grad(weak_theta[gi], rows, H)
             xhat[:, ks], s2[:, ks], mask[:, ks] = xs[:, ks], ss[:, ks], ms[:, ks]
-            if prob.Q and prob.P in set(ks):
+            if dispersion_group:
                 quad = _dispersion_quadrature(prob, weak_theta[gi], xs[:, prob.P], ss[:, prob.P],
                                               ms[:, prob.P] > 0, loc, scale)
                 mask[:, prob.P] = 0.0  # the quadrature replaces the Gaussian summary

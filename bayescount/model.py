@@ -155,4 +155,3 @@ def build_model(spec: Spec, data: CountData) -> pm.Model:
 
 
 __all__ = ["build_model", "layout", "prior_loc_scale", "Layout"]
-_ = np

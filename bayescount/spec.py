@@ -8,7 +8,6 @@ hyperparameters. Validation reports every problem at once.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import json
 import math
@@ -212,15 +211,5 @@ def spec_from_dict(raw: dict, overrides: dict | None = None) -> Spec:
     )
 
 
-def spec_defaults_table(spec: Spec) -> list[tuple[str, str, str, float]]:
-    """Rows ``(section, part, hyperparameter, value)`` for docs and reports."""
-    rows = []
-    for section, values in spec.parts.items():
-        for key, value in values.items():
-            if key != "part":
-                rows.append((section, values["part"], key, value))
-    return rows
-
 
 __all__ = ["Spec", "load_spec", "list_templates", "spec_from_dict", "spec_from_json", "spec_hash", "catalog_dir"]
-_ = dataclasses

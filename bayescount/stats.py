@@ -22,10 +22,6 @@ def lfsr_from_draws(draws: np.ndarray, axis: int = 0, null_prob: np.ndarray | No
     return np.minimum((null_prob + keep * (draws >= 0)).mean(axis=axis), (null_prob + keep * (draws <= 0)).mean(axis=axis))
 
 
-def lfsr_normal(mean: np.ndarray, sd: np.ndarray) -> np.ndarray:
-    """lfsr of a normal posterior: ``Phi(-|mean| / sd)``."""
-    return stats.norm.cdf(-np.abs(mean) / sd)
-
 
 def svalue(lfsr: np.ndarray) -> np.ndarray:
     """s-values (Stephens 2017): the mean lfsr of all genes at least as significant.
@@ -52,10 +48,6 @@ def hdi_from_draws(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarr
     out = array_stats.hdi(np.moveaxis(draws, 0, -1), prob=prob, axis=-1)
     return out[..., 0], out[..., 1]
 
-
-def hdi_normal(mean, sd, prob: float):
-    z = stats.norm.ppf(0.5 + prob / 2.0)
-    return mean - z * sd, mean + z * sd
 
 
 def bh_adjust(pvalues: np.ndarray) -> np.ndarray:
