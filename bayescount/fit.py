@@ -167,15 +167,15 @@ def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec) -> 
             "mix_mode": (("gene", "component", "param"), state.mode),
             "mix_cov": (("gene", "component", "param", "param_"), state.cov),
             "mix_weight": (("gene", "component"), state.weights),
-            "prior_component": ("component", state.prior_component),
+            "prior_component": (("gene", "component"), state.prior_component),
             "mle_mode": (("gene", "param"), state.mle_mode),
             "mle_cov": (("gene", "param", "param_"), state.mle_cov),
         },
         coords={"gene": genes, "param": names, "param_": names, "component": np.arange(state.mode.shape[1])},
     )
     laplace.attrs["note"] = ("mode/cov: posterior mode and its Laplace covariance; the posterior used for answers is "
-                             "sum_c mix_weight_c N(mix_mode_c, mix_cov_c) per gene over (LFC-prior component x "
-                             "dispersion quadrature node); mle_* is the fit with the coefficient prior widened "
+                             "sum_c mix_weight_c N(mix_mode_c, mix_cov_c) per gene over its heaviest (dispersion "
+                             "quadrature node x LFC-prior component) pairs; prior_component names the component; mle_* is the fit with the coefficient prior widened "
                              "(dispersion integrated out), used for Wald p-values")
     map_stats = xr.Dataset(
         {"converged": ("gene", state.converged), "n_iter": ("gene", state.n_iter), "loglik": ("gene", state.loglik)},

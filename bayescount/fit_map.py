@@ -1,18 +1,15 @@
 """The genome-scale MAP + Laplace path.
 
-Per-gene posterior modes are found by batched Newton steps: the likelihood
-part's elementwise log-density is differentiated (first and second
-derivatives in the linear predictor and the gene parameters) by pytensor and
-compiled once per likelihood; the chain rule through the design matrix and
-each gene's small K x K solve are batched numpy. Shared hyperparameters are
-not taken from the joint mode (where scales collapse toward zero) but from
-a Laplace-approximate marginal likelihood: at the current modes, each gene's
-Laplace approximation gives, for every hyperparameter-driven coordinate, an
-implied Gaussian likelihood summary ``(x_hat, s2)``, and the hyperparameters
-maximize ``sum_g log N(x_hat_g; loc_g(phi), scale(phi)^2 + s2_g)`` plus their
-log-prior. Modes and hyperparameters alternate until the hyperparameters
-settle; the final per-gene Laplace approximation ``N(mode, (-H)^-1)``
-gives posterior sds and draws.
+1. Every gene is fitted once (batched Newton, :mod:`bayescount.newton`) under a
+   weak slope prior; its log-dispersion is then integrated out by quadrature
+   with the coefficients re-fitted at each node (:mod:`bayescount.quadrature`).
+2. Swapping the weak slope prior for each LFC-prior component is closed-form,
+   so each gene's posterior is a mixture over (node, component) pairs.
+3. The shared hyperparameters maximize the resulting marginal likelihood:
+   trend parameters by L-BFGS on a compiled criterion, mixture weights by
+   penalized maximum likelihood, alternating on fixed node tables; sweeps on a
+   gene subset re-centre the nodes, and a last round uses every gene.
+They are never taken from the joint mode, where scales collapse toward zero.
 """
 
 from __future__ import annotations
@@ -30,35 +27,34 @@ from scipy import optimize
 
 from .data import CountData
 from .model import Layout, layout, prior_loc_scale
-from .newton import (
-    N_NODES,
-    GeneProblem,
-    integrate_gene_params,
-    laplace_cov,
-    likelihood_summaries,
-    mixture_moments,
-    newton,
-    summaries_from_cov,
-)
+from scipy.special import logsumexp
+
+from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries_from_cov
 from .progress import progress_bar
+from .quadrature import spd_inverse, component_slots, dispersion_nodes, node_prior, slot_covariance
 from .spec import Spec
-from .stats import component_loglik, mixture_weights_em
+from .stats import mixture_weights_em
 
 log = logging.getLogger(__name__)
 
 _HYPER_CACHE: dict = {}
-WEAK_SCALE = 3.0
+#: Prior sd of the slopes in the weak fits (no narrower than any prior component).
+WEAK_SCALE = 8.0
 HYPER_GENES = 4000
+#: Hyperparameter moves below which the quadrature nodes are not re-centred.
+SWEEP_TOL = 0.02
+#: Heaviest (node, component) pairs kept per gene.
+MAX_SLOTS = 24
 
 
 @dataclass
 class MapState:
     """Result of the MAP + Laplace fit, all arrays over genes."""
 
-    mode: np.ndarray  # (G, C, K) per mixture component (C = 1 without a mixture prior)
+    mode: np.ndarray  # (G, C, K) per (dispersion node, LFC-prior component) pair kept
     cov: np.ndarray  # (G, C, K, K) Laplace covariances
     weights: np.ndarray  # (G, C) posterior component weights
-    prior_component: np.ndarray  # (C,) which prior mixture component each column belongs to
+    prior_component: np.ndarray  # (G, C) which LFC-prior component each column belongs to
     map_mode: np.ndarray  # (G, K) the posterior mode (heaviest prior component)
     map_cov: np.ndarray  # (G, K, K) its Laplace covariance
     mle_mode: np.ndarray  # (G, K) mode with the coefficient prior widened (for Wald tests)
@@ -73,6 +69,14 @@ class MapState:
 
 
 # ------------------------------------------------------------------ compiled pieces
+@dataclass(frozen=True)
+class _HyperFns:
+    obj_fn: object  # (u, xhat, s2, mask, base_mean, qnodes, qlog, qmask) -> (criterion, gradient)
+    prior_fn: object  # (u, base_mean) -> (loc, scale), (G, K) each
+    driven: list  # coordinate groups sharing hyperparameters
+    n_u: int
+
+
 def _hyper_functions(spec: Spec, lay: Layout):
     """Compile the prior (loc, scale) map and the marginal hyper-objective."""
     key = (spec.hash, lay.coef, lay.gene_params)
@@ -112,12 +116,12 @@ def _hyper_functions(spec: Spec, lay: Layout):
         log_prior = -0.5 * z**2 - pt.log(scale[:, k, None]) - 0.5 * np.log(2 * np.pi)
         ll = ll + pt.sum(qmask * pt.logsumexp(qlog + log_prior, axis=1))
     objective = -(ll + prior_lp)
-    mode = pytensor.compile.mode.get_mode("FAST_COMPILE")
+    mode = "FAST_RUN"
     obj_fn = pytensor.function([u, xhat, s2, mask, base_mean, qnodes, qlog, qmask],
                                [objective, pt.grad(objective, u, disconnected_inputs="ignore")], mode=mode,
                                on_unused_input="ignore")
     prior_fn = pytensor.function([u, base_mean], [loc, scale], mode=mode, on_unused_input="ignore")
-    _HYPER_CACHE[key] = (obj_fn, prior_fn, driven, pos)
+    _HYPER_CACHE[key] = _HyperFns(obj_fn, prior_fn, driven, pos)
     return _HYPER_CACHE[key]
 
 
@@ -168,7 +172,7 @@ def fit_map(
     """
     lay = layout(spec, data)
     t0 = time.perf_counter()
-    obj_fn, prior_fn, driven, n_u = _hyper_functions(spec, lay)
+    hf = _hyper_functions(spec, lay)
     sub_rows = _hyper_subset(data.base_mean, hyper_genes)
     sub = data if sub_rows is None else data.subset_genes(sub_rows)
     prob_sub = GeneProblem(spec, sub, lay)
@@ -176,11 +180,9 @@ def fit_map(
     t_compile = time.perf_counter() - t0
     t1 = time.perf_counter()
     mix = lay.mixture
-    slope_idx = np.array(lay.slope_index, dtype=int)
-    grid = mix.grid() if mix is not None else None
     with progress_bar(progress, "MAP sweeps", total=max_sweeps + 1) as bar:
-        u, pi, sweeps = _estimate_hyper(prob_sub, sub, lay, obj_fn, prior_fn, driven, n_u, max_sweeps, hyper_tol, bar)
-        state = _fit_genes(prob, data, lay, prior_fn, u, pi, slope_idx, grid)
+        u, pi, sweeps = _estimate_hyper(prob_sub, sub, lay, hf, max_sweeps, hyper_tol, bar)
+        state, u, pi = _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine=sub is not data)
         bar.advance()
     if sweeps >= max_sweeps:
         log.warning("MAP hyperparameters did not settle in %d sweeps; results may be approximate", max_sweeps)
@@ -205,227 +207,205 @@ def _hyper_subset(base_mean: np.ndarray, n: int):
     return np.sort(order[np.unique(np.linspace(0, G - 1, n).round().astype(int))])
 
 
-def _priors(prior_fn, u, pi, base_mean, slope_idx, grid):
-    loc, scale = prior_fn(u, base_mean)
-    if grid is not None:
-        # Sweeps use the moment-matched normal of the current mixture.
-        scale[:, slope_idx] = np.sqrt(np.sum(pi * grid**2))
-    return loc, scale
+class _Priors:
+    """Prior locations/scales at hyperparameters ``u`` and the weak prior the fits run under."""
+
+    def __init__(self, prior_fn, lay: Layout, u, base_mean):
+        self.P = lay.n_coef
+        self.loc, self.scale = prior_fn(u, base_mean)
+        self.slope_idx = np.array(lay.slope_index, dtype=int)
+        self.grid = lay.mixture.grid() if lay.mixture is not None else None
+        self.wscale = self.scale.copy()
+        if self.slope_idx.size:
+            wide = np.maximum(WEAK_SCALE, 10.0 * self.scale[:, self.slope_idx])
+            if self.grid is not None:
+                wide = np.full_like(wide, max(WEAK_SCALE, self.grid.max()))
+            self.wscale[:, self.slope_idx] = wide
+
+    @property
+    def loc_d(self):
+        return self.loc[:, self.P] if self.loc.shape[1] > self.P else None
+
+    @property
+    def scale_d(self):
+        return self.scale[:, self.P] if self.scale.shape[1] > self.P else None
+
+    def component_precisions(self) -> np.ndarray:
+        """(C, G, P) coefficient prior precisions of each LFC-prior component."""
+        prec = 1.0 / self.scale[:, : self.P] ** 2
+        if self.grid is None:
+            return prec[None]
+        out = np.repeat(prec[None], self.grid.size, axis=0)
+        out[:, :, self.slope_idx] = (1.0 / self.grid**2)[:, None, None]
+        return out
+
+    def component_scale(self, c):
+        sc = self.scale.copy()
+        if self.grid is not None:
+            sc[:, self.slope_idx] = self.grid[c]
+        return sc
 
 
-def _estimate_hyper(prob, data, lay, obj_fn, prior_fn, driven, n_u, max_sweeps, hyper_tol, bar):
-    """Alternate per-gene modes and the marginal hyperparameter criterion."""
-    mix = lay.mixture
-    slope_idx = np.array(lay.slope_index, dtype=int)
-    grid = mix.grid() if mix is not None else None
-    pi = mix.concentration() / mix.concentration().sum() if mix is not None else None
-    groups = list(driven) + ([slope_idx] if mix is not None else [])
-    u = _initial_u(lay)
-    loc, scale = _priors(prior_fn, u, pi, data.base_mean, slope_idx, grid)
-    weak_theta = [_initial_theta(data, lay, loc) for _ in groups]
-    usable = data.flags == ""
+def _weak_fit(prob, data, lay, pr: _Priors, start=None):
+    """Joint mode under the weak coefficient prior, its Laplace covariance and quadrature nodes."""
     rows = np.arange(data.n_genes)
+    theta0 = _initial_theta(data, lay, pr.loc) if start is None else start
+    theta, conv, n_iter = newton(prob, theta0, pr.loc, pr.wscale)
+    _, _, H = prob.derivs(theta, rows, pr.loc, pr.wscale)
+    cov, pd_ok = laplace_cov(H)
+    table = dispersion_nodes(prob, theta, cov, rows, pr.loc, pr.wscale)
+    return theta, cov, table, conv & pd_ok & table.ok, n_iter
+
+
+def _coef_summaries(table, pr: _Priors, keep):
+    """Gaussian likelihood summaries of the coefficients with the gene parameter integrated out."""
+    P = pr.P
+    w = table.base + node_prior(table, pr.loc_d, pr.scale_d)
+    w = np.exp(w - w.max(axis=1, keepdims=True))
+    mean, cov = mixture_moments(table.b, spd_inverse(table.prec), w / w.sum(axis=1, keepdims=True))
+    return summaries_from_cov(mean, cov, pr.loc[:, :P], pr.wscale[:, :P], keep)
+
+
+def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
+    """Hyperparameters maximizing the quadrature-Laplace marginal likelihood of the genes.
+
+    Each sweep fits every gene under the weak coefficient prior and builds its
+    node table; with the table fixed, the mixture weights and the other
+    hyperparameters alternate to their optimum (:func:`_hyper_on_table`). A
+    new sweep re-centres the nodes at the new hyperparameters.
+    """
+    mix = lay.mixture
+    pi = mix.concentration() / mix.concentration().sum() if mix is not None else None
+    u = _initial_u(lay)
+    theta = None
     sweeps = 0
-    while groups and sweeps < max_sweeps:
-        # Each group's likelihood summary comes from a mode where only that
-        # group's prior is widened, so the summary does not feed on its own prior.
-        xhat, s2, mask = (np.zeros((data.n_genes, len(lay.names))) for _ in range(3))
-        quad = None
-        for gi, ks in enumerate(groups):
-            wscale = scale.copy()
-            wscale[:, ks] = np.maximum(WEAK_SCALE, 10.0 * scale[:, ks])
-            weak_theta[gi], conv, _ = newton(prob, weak_theta[gi], loc, wscale)
-            _, _, H = prob.derivs(weak_theta[gi], rows, loc, wscale)
-            dispersion_group = prob.Q > 0 and prob.P in set(ks)
-            if prob.Q == 1 and not dispersion_group and mix is None:
-                # Coefficient summaries feed the scale criterion: they carry the
-                # dispersion's uncertainty (integrated out). With a mixture prior they only
-                # gate which components are fitted, and the plain Laplace summary does.
-                cov0, _ = laplace_cov(H)
-                mean, cov_int = mixture_moments(*integrate_gene_params(prob, weak_theta[gi], cov0, rows, loc, wscale))
-                xs, ss, ms = summaries_from_cov(mean, cov_int, loc, wscale, usable & conv)
-            else:
-                xs, ss, ms = likelihood_summaries(weak_theta[gi], H, loc, wscale, usable & conv)
-            if dispersion_group:
-                # One Newton step of the Cox-Reid adjusted likelihood from its unadjusted mode.
-                xs[:, prob.P :] += ss[:, prob.P :] * prob.cox_reid_grad(weak_theta[gi], rows, H)
-            xhat[:, ks], s2[:, ks], mask[:, ks] = xs[:, ks], ss[:, ks], ms[:, ks]
-            if dispersion_group:
-                quad = _dispersion_quadrature(prob, weak_theta[gi], xs[:, prob.P], ss[:, prob.P],
-                                              ms[:, prob.P] > 0, loc, scale)
-                mask[:, prob.P] = 0.0  # the quadrature replaces the Gaussian summary
-        if quad is None:
-            quad = (np.zeros((data.n_genes, 1)), np.zeros((data.n_genes, 1)), np.zeros(data.n_genes))
-        change = 0.0
-        if n_u:
-            res = optimize.minimize(
-                lambda v: tuple(np.asarray(a, dtype=float) for a in obj_fn(v, xhat, s2, mask, data.base_mean, *quad)),
-                u, jac=True, method="L-BFGS-B", bounds=[(-12.0, 8.0)] * n_u,
-            )
-            change = np.max(np.abs(res.x - u))
-            u = res.x
-        if mix is not None:
-            # Mixture weights from each gene's Laplace evidence under every component that
-            # can matter: a null gene re-fitted with its slope at zero also re-fits its
-            # dispersion, which no Gaussian summary at the unconstrained mode can show.
-            slope_theta = weak_theta[-1]
-            pred = np.log(np.maximum(pi, 1e-300))[None, :] + component_loglik(
-                xhat[:, slope_idx], s2[:, slope_idx], mask[:, slope_idx], grid)
-            live = (pred >= pred.max(axis=1, keepdims=True) - np.log(1e6)) & (pi > 0)[None, :]
-            live &= mask[:, slope_idx].all(axis=1, keepdims=True)
-            _, _, log_w = _mixture_components(prob, slope_theta, loc, scale, slope_idx, grid, pi, live,
-                                              np.zeros(data.n_genes, dtype=int))
-            log_z = np.where(live, log_w - np.log(np.maximum(pi, 1e-300))[None, :], -np.inf)
-            new_pi = mixture_weights_em(None, None, None, grid, mix.concentration(), pi0=pi, loglik=log_z)
-            change = max(change, np.max(np.abs(new_pi - pi)))
-            pi = new_pi
-        loc, scale = _priors(prior_fn, u, pi, data.base_mean, slope_idx, grid)
+    while sweeps < max_sweeps and (hf.n_u or mix is not None):
+        pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
+        theta, _, table, ok, _ = _weak_fit(prob, data, lay, pr, theta)
+        u_sweep, pi_sweep = u.copy(), None if pi is None else pi.copy()
+        u, pi = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
         sweeps += 1
         bar.advance()
-        log.debug("sweep %d: hyper %s pi %s (change %.2e)", sweeps, _unpack_u(lay, u), pi, change)
-        if change < hyper_tol:
+        moved = np.max(np.abs(u - u_sweep)) if hf.n_u else 0.0
+        if pi is not None:
+            moved = max(moved, np.max(np.abs(pi - pi_sweep)))
+        log.debug("sweep %d: hyper %s pi %s (moved %.2e)", sweeps, _unpack_u(lay, u), pi, moved)
+        if moved < SWEEP_TOL:
             break
     return u, pi, sweeps
 
 
-_Q_X, _Q_W = np.polynomial.hermite.hermgauss(7)
+def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds=100):
+    """Alternate mixture weights (penalized ML) and the compiled criterion on a fixed node table."""
+    mix = lay.mixture
+    if not hf.n_u and mix is None:
+        return u, pi
+    G, P = data.n_genes, lay.n_coef
+    keep = (data.flags == "") & ok
+    n_names = len(lay.names)
+    xhat, s2, mask = np.zeros((G, n_names)), np.ones((G, n_names)), np.zeros((G, n_names))
+    coef_groups = [ks for ks in hf.driven if np.all(ks < P)]
+    if coef_groups:
+        xs, ss, ms = _coef_summaries(table, _Priors(hf.prior_fn, lay, u, data.base_mean), keep)
+        for ks in coef_groups:
+            xhat[:, ks], s2[:, ks], mask[:, ks] = xs[:, ks], ss[:, ks], ms[:, ks]
+    # With a mixture prior the components' scales are fixed: the swap does not change with u.
+    fixed_ratio = None
+    if mix is not None:
+        fixed_ratio, _ = component_slots(table, _Priors(hf.prior_fn, lay, u, data.base_mean).component_precisions())
+    for _ in range(max_rounds):
+        pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
+        log_ratio = fixed_ratio if fixed_ratio is not None else component_slots(table, pr.component_precisions())[0]
+        change = 0.0
+        if mix is not None:
+            lp_d = node_prior(table, pr.loc_d, pr.scale_d)
+            comp_ll = logsumexp(table.base[:, :, None] + lp_d[:, :, None] + log_ratio, axis=1)
+            new_pi = mixture_weights_em(None, None, None, pr.grid, mix.concentration(), pi0=pi,
+                                        loglik=np.where(keep[:, None], comp_ll, -np.inf))
+            change = np.max(np.abs(new_pi - pi))
+            pi = new_pi
+            evidence = logsumexp(np.log(np.maximum(pi, 1e-300))[None, None, :] + log_ratio, axis=2)
+        else:
+            evidence = log_ratio[:, :, 0]
+        if hf.n_u:
+            qlog = table.base + evidence
+            qlog = np.where(np.isfinite(qlog), qlog, -1e300)
+            qlog -= qlog.max(axis=1, keepdims=True)
+            quad = (table.d, qlog, (keep & (prob.Q > 0)).astype(float))
+            res = optimize.minimize(
+                lambda v: tuple(np.asarray(a, dtype=float) for a in hf.obj_fn(v, xhat, s2, mask, data.base_mean, *quad)),
+                u, jac=True, method="L-BFGS-B", bounds=[(-12.0, 8.0)] * hf.n_u,
+            )
+            change = max(change, np.max(np.abs(res.x - u)))
+            u = res.x
+        if change < hyper_tol:
+            break
+    return u, pi
 
 
-def _dispersion_quadrature(prob, theta, xhat, s2, usable, loc, scale):
-    """Nodes and log weights to integrate each gene's likelihood of its log-dispersion.
+def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool):
+    """Every gene's posterior; with ``refine`` the hyperparameters first take a last step on all genes.
 
-    The integrand is the Laplace-integrated likelihood (coefficients re-fitted at
-    each node under their prior: the Cox-Reid adjustment) times the trend prior;
-    nodes sit on the Gaussian posterior at the current hyperparameters, so they
-    cover the region that matters even for low-count genes whose likelihood is flat.
+    Returns the MapState and the final ``(u, pi)``.
     """
-    P = prob.P
-    G = theta.shape[0]
-    rows = np.flatnonzero(usable)
-    m, sig2 = loc[:, P], scale[:, P] ** 2
-    vq = 1.0 / (1.0 / s2 + 1.0 / sig2)
-    mq = vq * (xhat / s2 + m / sig2)
-    nodes = mq[:, None] + np.sqrt(2.0 * vq)[:, None] * _Q_X[None, :]
-    qlog = np.zeros((G, _Q_X.size))
-    pin_scale = scale.copy()
-    pin_scale[:, P] = 1e-6
-    for i in range(_Q_X.size):
-        pin_loc = loc.copy()
-        pin_loc[:, P] = nodes[:, i]
-        th = theta.copy()
-        th[:, P] = nodes[:, i]
-        th, _, _ = newton(prob, th, pin_loc, pin_scale, rows=rows)
-        ll, _, H = prob.derivs(th[rows], rows, pin_loc, pin_scale)
-        z = (th[rows, :P] - loc[rows, :P]) / scale[rows, :P]
-        _, logdet = np.linalg.slogdet(-H[:, :P, :P])
-        log_q = -0.5 * (nodes[rows, i] - mq[rows]) ** 2 / vq[rows] - 0.5 * np.log(2 * np.pi * vq[rows])
-        qlog[rows, i] = ll - 0.5 * np.sum(z * z, axis=1) - 0.5 * logdet - log_q + np.log(_Q_W[i] / np.sqrt(np.pi))
-    ok = usable & np.all(np.isfinite(qlog), axis=1)
-    qlog[~ok] = 0.0
-    # A per-gene constant does not move the hyperparameters; centring keeps exp() tame.
-    qlog -= qlog.max(axis=1, keepdims=True)
-    return nodes, qlog, ok.astype(float)
-
-
-def _fit_genes(prob, data, lay, prior_fn, u, pi, slope_idx, grid) -> MapState:
-    """Every gene's modes and Laplace covariances with the hyperparameters fixed."""
-    G = data.n_genes
+    G, P = data.n_genes, lay.n_coef
     rows = np.arange(G)
-    loc, scale = _priors(prior_fn, u, pi, data.base_mean, slope_idx, grid)
-    theta0 = _initial_theta(data, lay, loc)
-    # The near-MLE fit (coefficient prior widened): Wald tests, and the start for the rest.
-    mle_scale = scale.copy()
-    if slope_idx.size:
-        mle_scale[:, slope_idx] = np.maximum(WEAK_SCALE, 10.0 * scale[:, slope_idx])
-    mle_mode, _, n_iter = newton(prob, theta0, loc, mle_scale)
-    _, _, H = prob.derivs(mle_mode, rows, loc, mle_scale)
-    mle_cov, _ = laplace_cov(H)
-    # Wald tests use the coefficient variance with the dispersion integrated out.
-    _, mle_cov_int = mixture_moments(*integrate_gene_params(prob, mle_mode, mle_cov, rows, loc, mle_scale))
-    mle_cov_int[:, prob.P :, prob.P :] = mle_cov[:, prob.P :, prob.P :]
-    if grid is None:
-        theta, conv, more = newton(prob, mle_mode.copy(), loc, scale)
-        n_iter += more
-        modes, conv_c, log_w = theta[:, None, :], conv[:, None], np.zeros((G, 1))
-        live = np.ones((G, 1), dtype=bool)
-    else:
-        # Gate components by the normal-means weights of the near-MLE summaries, so
-        # each component is fitted only where it can matter.
-        xs, ss, ms = likelihood_summaries(mle_mode, H, loc, mle_scale, np.ones(G, dtype=bool))
-        pred = np.log(np.maximum(pi, 1e-300))[None, :] + component_loglik(
-            xs[:, slope_idx], ss[:, slope_idx], ms[:, slope_idx], grid)
-        live = (pred >= pred.max(axis=1, keepdims=True) - np.log(1e6)) & (pi > 0)[None, :]
-        live |= ~ms[:, slope_idx].all(axis=1, keepdims=True)  # no usable summary: fit every component
-        modes, conv_c, log_w = _mixture_components(prob, mle_mode, loc, scale, slope_idx, grid, pi, live, n_iter)
-    cov = np.broadcast_to(mle_cov[:, None], modes.shape[:2] + mle_cov.shape[1:]).copy()
-    pd_ok = np.ones(live.shape, dtype=bool)
-    for c in range(modes.shape[1]):
-        r = np.flatnonzero(live[:, c])
-        if r.size:
-            cl, cs = _component_prior(loc, scale, slope_idx, grid, c)
-            _, _, Hc = prob.derivs(modes[r, c], r, cl, cs)
-            cov[r, c], pd_ok[r, c] = laplace_cov(Hc)
-    log_w = np.where(live, log_w, -np.inf)
-    weights = np.exp(log_w - log_w.max(axis=1, keepdims=True))
+    pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
+    wmode, wcov, table, ok, n_iter = _weak_fit(prob, data, lay, pr)
+    if refine:
+        # The node tables of all genes are at hand: the hyperparameters (above all the
+        # mixture weights, which a subset pins down poorly) use every gene.
+        u, pi = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
+        pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
+    comp_prec = pr.component_precisions()
+    log_ratio, mean = component_slots(table, comp_prec)
+    C = log_ratio.shape[2]
+    log_pi = np.zeros(1) if pi is None else np.log(np.maximum(pi, 1e-300))
+    lp_d = node_prior(table, pr.loc_d, pr.scale_d)
+    logw = (table.base + lp_d)[:, :, None] + log_pi[None, None, :] + log_ratio  # (G, N, C)
+    N = logw.shape[1]
+    logw = logw.reshape(G, N * C)
+    w = np.exp(logw - logw.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    S = min(N * C, MAX_SLOTS)
+    top = np.argsort(-w, axis=1, kind="stable")[:, :S]
+    weights = np.take_along_axis(w, top, axis=1)
     weights /= weights.sum(axis=1, keepdims=True)
-    negligible = weights < 1e-6
-    converged = np.all(conv_c | negligible, axis=1) & np.all(pd_ok | negligible, axis=1)
-    best = modes[rows, weights.argmax(axis=1)]
-    loglik = prob.loglik(best, rows)
-    # Integrate the gene parameters out within every live component: the posterior is a
-    # mixture over (component, quadrature node).
-    n_nodes = N_NODES if prob.Q == 1 else 1
-    C = modes.shape[1]
-    out_modes = np.repeat(modes, n_nodes, axis=1)
-    out_cov = np.repeat(cov, n_nodes, axis=1)
-    out_w = np.repeat(weights / n_nodes, n_nodes, axis=1)
-    for c in range(C):
-        r = np.flatnonzero(live[:, c] & ~negligible[:, c])
-        if r.size and n_nodes > 1:
-            cl, cs = _component_prior(loc, scale, slope_idx, grid, c)
-            th, cv, wn = integrate_gene_params(prob, modes[r, c], cov[r, c], r, cl, cs)
-            sl = slice(c * n_nodes, (c + 1) * n_nodes)
-            out_modes[r, sl], out_cov[r, sl] = th, cv
-            out_cov[r, sl, prob.P :, prob.P :] = 1e-12
-            out_w[r, sl] = weights[r, c, None] * wn
-    top = weights.argmax(axis=1)
-    return MapState(mode=out_modes, cov=out_cov, weights=out_w, prior_component=np.repeat(np.arange(C), n_nodes),
-                    map_mode=best, map_cov=cov[rows, top],
-                    mle_mode=mle_mode, mle_cov=mle_cov_int, hyper={},
-                    converged=converged, n_iter=n_iter, loglik=loglik, names=lay.names)
-
-
-def _component_prior(loc, scale, slope_idx, grid, c):
-    if grid is None:
-        return loc, scale
-    sc = scale.copy()
-    sc[:, slope_idx] = grid[c]
-    return loc, sc
-
-
-def _mixture_components(prob, start, loc, scale, slope_idx, grid, pi, live, n_iter_total):
-    """Per-component modes and log weights ``log pi_k + log Laplace evidence`` on live genes."""
-    G = start.shape[0]
-    modes = np.repeat(start[:, None, :], grid.size, axis=1)
-    conv = np.ones((G, grid.size), dtype=bool)
-    log_w = np.full((G, grid.size), -np.inf)
-    # Warm-start from the widest component down so each start is close to the next mode.
-    prev = start.copy()
-    for c in range(grid.size - 1, -1, -1):
-        r = np.flatnonzero(live[:, c])
-        if r.size == 0:
-            continue
-        cl, cs = _component_prior(loc, scale, slope_idx, grid, c)
-        th, ok, n_iter = newton(prob, prev.copy(), cl, cs, rows=r)
-        n_iter_total += n_iter
-        _, _, H = prob.derivs(th[r], r, cl, cs)
-        sign, logdet = np.linalg.slogdet(-H)
-        # Laplace evidence up to terms shared by all components (their other priors).
-        log_w[r, c] = (np.log(max(pi[c], 1e-300)) + prob.logpost(th[r], r, cl, cs)
-                       - slope_idx.size * np.log(grid[c]) - 0.5 * logdet)
-        modes[r, c], conv[r, c] = th[r], ok[r] & (sign > 0)
-        prev[r] = th[r]
-    return modes, conv, log_w
+    node_of, comp_of = top // C, top % C
+    K = len(lay.names)
+    modes = np.empty((G, S, K))
+    covs = np.zeros((G, S, K, K))
+    gi = rows[:, None]
+    modes[:, :, :P] = mean[gi, node_of, comp_of]
+    covs[:, :, :P, :P] = slot_covariance(table, comp_prec, node_of, comp_of)
+    if prob.Q:
+        modes[:, :, P] = table.d[gi, node_of]
+        covs[:, :, P, P] = 1e-12
+    # Wald tests: the weak-prior (near-MLE) mode, its coefficient covariance with the gene
+    # parameter integrated out, as DESeq2 tests its MLE.
+    wn = np.exp((table.base + lp_d) - (table.base + lp_d).max(axis=1, keepdims=True))
+    _, cov_int = mixture_moments(table.b, spd_inverse(table.prec), wn / wn.sum(axis=1, keepdims=True))
+    mle_cov = wcov.copy()
+    mle_cov[:, :P, :P] = cov_int
+    # The posterior mode (under each gene's heaviest prior component) and its curvature.
+    comp_w = np.zeros((G, C))
+    np.add.at(comp_w, (np.repeat(rows, S), comp_of.ravel()), weights.ravel())
+    best_c = comp_w.argmax(axis=1)
+    map_mode, map_cov = wmode.copy(), wcov.copy()
+    conv_map = np.ones(G, dtype=bool)
+    for c in np.unique(best_c):
+        r = np.flatnonzero(best_c == c)
+        sc = pr.component_scale(c)
+        th, conv, more = newton(prob, wmode.copy(), pr.loc, sc, rows=r)
+        n_iter += more
+        _, _, H = prob.derivs(th[r], r, pr.loc, sc)
+        map_mode[r] = th[r]
+        map_cov[r], pd_ok = laplace_cov(H)
+        conv_map[r] = conv[r] & pd_ok
+    state = MapState(mode=modes, cov=covs, weights=weights, prior_component=comp_of,
+                     map_mode=map_mode, map_cov=map_cov, mle_mode=wmode, mle_cov=mle_cov, hyper={},
+                     converged=ok & conv_map, n_iter=n_iter, loglik=prob.loglik(map_mode, rows), names=lay.names)
+    return state, u, pi
 
 
 def laplace_draws(state: MapState, draws: int, random_seed) -> np.ndarray:

@@ -45,9 +45,7 @@ def likelihood_kernel(lik):
     full = pytensor.function([y, eta, *ps], [lp, *d1, *d2], mode="NUMBA")
     value = pytensor.function([y, eta, *ps], lp.sum(axis=1), mode="NUMBA")
     pointwise = pytensor.function([y, eta, *ps], lp, mode="NUMBA")
-    # d(l_eta_eta)/d(gene param): the Cox-Reid adjustment's derivative.
-    third = pytensor.function([y, eta, *ps], [pt.grad(d2[0].sum(), p) for p in ps], mode="NUMBA") if ps else None
-    _LIK_CACHE[key] = (full, value, pointwise, third, time.perf_counter() - t0)
+    _LIK_CACHE[key] = (full, value, pointwise, time.perf_counter() - t0)
     return _LIK_CACHE[key]
 
 
@@ -55,7 +53,7 @@ class GeneProblem:
     """Per-gene log posterior, gradient and Hessian for fixed hyperparameters."""
 
     def __init__(self, spec: Spec, data: CountData, lay: Layout):
-        self.full, self.value, self.pointwise, self.third, self.compile_seconds = likelihood_kernel(spec.likelihood)
+        self.full, self.value, self.pointwise, self.compile_seconds = likelihood_kernel(spec.likelihood)
         self.y = data.counts.astype(float)
         self.X = data.design.matrix
         self.offset = data.offset
@@ -104,21 +102,6 @@ class GeneProblem:
         return lp.sum(axis=1), g, H
 
 
-    def cox_reid_grad(self, theta, rows, H):
-        """Gradient in each gene parameter of ``-1/2 log det(-H_beta_beta)``.
-
-        Cox & Reid's adjustment: the Laplace-integrated likelihood of the gene
-        parameters (coefficients integrated out under their prior), which removes
-        the small-sample downward bias of ML dispersions (DESeq2 does the same).
-        """
-        if self.third is None:
-            return np.zeros((len(rows), 0))
-        eta, params = self._eta_params(theta, rows)
-        t3 = self.third(self.y[rows], eta, *params)
-        Ainv = np.linalg.inv(-H[:, : self.P, : self.P])
-        return np.stack([0.5 * np.einsum("gab,gn,na,nb->g", Ainv, t, self.X, self.X, optimize=True) for t in t3], axis=1)
-
-
 def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=None):
     """Damped Newton on every gene (or ``rows``) at once; only unconverged genes are touched."""
     G = theta.shape[0]
@@ -164,69 +147,12 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
     return theta, converged, n_iter
 
 
-_GH_X, _GH_W = np.polynomial.hermite.hermgauss(3)
-#: Gauss-Hermite nodes used to integrate the gene parameters out.
-N_NODES = _GH_X.size
-
-
-def integrate_gene_params(prob, theta, cov, rows, loc, scale):
-    """Integrate the gene parameters (log-dispersion) out by Gauss-Hermite quadrature.
-
-    Around each gene's Laplace fit, the coefficients are re-fitted conditionally
-    at ``d_i = d_hat + sqrt(2 v_d) x_i`` (one Newton step from the Gaussian
-    conditional mean) with their own curvature, and the nodes are weighted by
-    the Laplace-integrated posterior of ``d`` relative to its Gaussian
-    approximation. Plugging in ``d_hat`` instead would ignore that genes whose
-    dispersion sits above the trend are noisier than the shrunken value says.
-
-    Returns node parameters ``(n, 3, K)``, node covariances ``(n, 3, K, K)``
-    (coefficient block; the gene parameter is fixed at its node) and
-    normalized node weights ``(n, 3)``.
-    """
-    P, K = prob.P, prob.K
-    n = theta.shape[0]
-    if prob.Q != 1:
-        return theta[:, None], cov[:, None], np.ones((n, 1))
-    v_d = np.maximum(cov[:, P, P], 1e-12)
-    slope = cov[:, :P, P] / v_d[:, None]
-    thetas = np.empty((n, _GH_X.size, K))
-    covs = np.zeros((n, _GH_X.size, K, K))
-    logw = np.empty((n, _GH_X.size))
-    for i, (x, w) in enumerate(zip(_GH_X, _GH_W)):
-        step = np.sqrt(2.0 * v_d) * x
-        th = theta.copy()
-        th[:, P] += step
-        th[:, :P] += slope * step[:, None]
-        ll, g, H = prob.derivs(th, rows, loc, scale)
-        zz = (th - loc[rows]) / scale[rows]
-        A = -H[:, :P, :P]
-        C = np.linalg.inv(A)
-        corr = np.einsum("gab,gb->ga", C, g[:, :P])
-        th[:, :P] += corr
-        sign, logdet = np.linalg.slogdet(A)
-        # The conditional mode's log-posterior from the Newton step's quadratic model.
-        f = ll - 0.5 * np.sum(zz * zz, axis=1) + 0.5 * np.einsum("ga,ga->g", g[:, :P], corr)
-        logw[:, i] = np.log(w) + x * x + f - 0.5 * logdet
-        thetas[:, i], covs[:, i, :P, :P] = th, C
-    bad = ~np.all(np.isfinite(logw), axis=1)
-    logw[bad] = np.log(_GH_W)[None, :]
-    logw -= logw.max(axis=1, keepdims=True)
-    weights = np.exp(logw)
-    return thetas, covs, weights / weights.sum(axis=1, keepdims=True)
-
-
 def mixture_moments(thetas, covs, weights):
     """Mean and covariance of a per-gene mixture of normals."""
     mean = np.einsum("gi,gik->gk", weights, thetas)
     dev = thetas - mean[:, None]
     cov = np.einsum("gi,gikl->gkl", weights, covs + dev[..., :, None] * dev[..., None, :])
     return mean, cov
-
-
-def likelihood_summaries(theta, H, loc, scale, usable):
-    """Implied Gaussian likelihood (x_hat, s2) of each hyper-driven coordinate."""
-    cov, pd_ok = laplace_cov(H)
-    return summaries_from_cov(theta, cov, loc, scale, usable & pd_ok)
 
 
 def summaries_from_cov(theta, cov, loc, scale, usable):

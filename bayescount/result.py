@@ -117,7 +117,7 @@ class Fit:
             cov = lap["mix_cov"].values[..., :P, :P]
             comp_mean = mode @ vec / np.log(2)
             comp_sd = np.sqrt(np.einsum("i,gcij,j->gc", vec, cov, vec)) / np.log(2)
-            null = (lap["prior_component"].values == 0) if self._null_applies(vec) else None
+            null = (lap["prior_component"].values == 0) if self._null_applies(vec) else None  # (gene, component)
             mean, sd, lfsr, lo, hi = mixture_summary(lap["mix_weight"].values, comp_mean, comp_sd, hdi_prob,
                                                      null_component=null)
         else:

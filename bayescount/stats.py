@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 from scipy import stats
+
+log = logging.getLogger(__name__)
 
 
 def lfsr_from_draws(draws: np.ndarray, axis: int = 0, null_prob: np.ndarray | None = None) -> np.ndarray:
@@ -55,8 +59,8 @@ def bh_adjust(pvalues: np.ndarray) -> np.ndarray:
     return stats.false_discovery_control(np.asarray(pvalues, dtype=float), method="bh")
 
 
-def mixture_weights_em(xhat, s2, mask, grid, concentration, pi0=None, max_iter=300, tol=1e-5, loglik=None):
-    """Mixture weights of a gene-level scale mixture by penalized EM (ash's estimator).
+def mixture_weights_em(xhat, s2, mask, grid, concentration, pi0=None, max_iter=500, tol=1e-12, loglik=None):
+    """Mixture weights of a gene-level scale mixture by penalized maximum likelihood (ash's estimator).
 
     Each gene's coefficients share one component ``k``: the marginal of the
     Gaussian likelihood summaries is ``prod_j N(xhat_gj; 0, grid_k^2 + s2_gj)``
@@ -64,6 +68,12 @@ def mixture_weights_em(xhat, s2, mask, grid, concentration, pi0=None, max_iter=3
     pseudo-counts (a null weight above 1 favours the smallest scale). A
     precomputed (gene, component) ``loglik`` (e.g. Laplace evidences) replaces
     the Gaussian summaries; ``-inf`` marks components not evaluated for a gene.
+
+    The criterion is concave in the weights, so it is maximized over the
+    simplex directly (SLSQP, as ash's mixsqp does with its own SQP). Plain EM
+    crawls when neighbouring scales are nearly interchangeable: stopped after
+    a few hundred steps it leaves weight on the wrong scales, which
+    mis-states every lfsr.
 
     Examples
     --------
@@ -74,26 +84,41 @@ def mixture_weights_em(xhat, s2, mask, grid, concentration, pi0=None, max_iter=3
     >>> np.round(pi, 1)
     array([0.9, 0.1])
     """
+    from scipy import optimize
+
     if loglik is None:
         loglik = component_loglik(xhat, s2, mask, grid)
         keep = mask.any(axis=1)
     else:
         keep = np.isfinite(loglik).any(axis=1)
     loglik = loglik[keep]
-    # Work with likelihood ratios to the best component: one exp per EM run, not per iteration.
-    lik = np.exp(loglik - loglik.max(axis=1, keepdims=True))
     K = grid.size
-    pi = np.full(K, 1.0 / K) if pi0 is None else np.asarray(pi0, float)
+    a = np.asarray(concentration, dtype=float) - 1.0
+    start = np.full(K, 1.0 / K) if pi0 is None else np.asarray(pi0, float)
     n = loglik.shape[0]
-    for _ in range(max_iter):
-        r = lik * pi[None, :]
-        r /= np.maximum(r.sum(axis=1, keepdims=True), 1e-300)
-        new = np.maximum(r.sum(axis=0) + concentration - 1.0, 0.0)
-        new /= max(new.sum(), 1e-300) if n else 1.0
-        if np.max(np.abs(new - pi)) < tol:
-            pi = new
-            break
-        pi = new
+    if n == 0:
+        return np.maximum(a, 0.0) / max(np.maximum(a, 0.0).sum(), 1e-300) if a.max() > 0 else start
+    # Likelihood ratios to each gene's best component keep exp() in range.
+    lik = np.exp(loglik - loglik.max(axis=1, keepdims=True))
+
+    def objective(p):
+        m = np.maximum(lik @ p, 1e-300)
+        pp = np.maximum(p, 1e-300)
+        value = -(np.log(m).sum() + np.sum(a * np.log(pp))) / n
+        grad = -(lik.T @ (1.0 / m) + a / pp) / n
+        return value, grad
+
+    bounds = [(1e-10 if ak > 0 else 0.0, 1.0) for ak in a]
+    res = optimize.minimize(objective, np.clip(start, 1e-6, None) / np.clip(start, 1e-6, None).sum(), jac=True,
+                            method="SLSQP", bounds=bounds,
+                            constraints=[{"type": "eq", "fun": lambda p: p.sum() - 1.0, "jac": lambda p: np.ones_like(p)}],
+                            options={"ftol": tol, "maxiter": max_iter})
+    pi = np.maximum(res.x, 0.0)
+    pi /= pi.sum()
+    if not res.success or objective(pi)[0] > objective(start)[0]:
+        log.warning("mixture-weight optimizer stopped early (%s); keeping the better of its result and the start",
+                    res.message)
+        pi = pi if objective(pi)[0] <= objective(start)[0] else start
     return pi
 
 
@@ -114,9 +139,10 @@ def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_comp
     prob : float
         HDI probability. The HDI is the highest-density set on a fine grid; for
         a multimodal mixture its hull is returned.
-    null_component : int or boolean array, optional
-        Component(s) that stand for "no effect" (ash's point mass): their weight
-        counts as an error for either sign in the lfsr.
+    null_component : boolean array, optional
+        ``(n_genes, n_components)`` or ``(n_components,)``: the components that
+        stand for "no effect" (ash's point mass); their weight counts as an
+        error for either sign in the lfsr.
 
     Returns
     -------
@@ -130,28 +156,30 @@ def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_comp
     if null_component is None:
         lfsr = np.minimum(p_neg.sum(axis=1), p_pos.sum(axis=1))
     else:
-        is_null = np.zeros(w.shape[1], dtype=bool)
-        is_null[null_component] = True
-        w0 = w[:, is_null].sum(axis=1)
-        lfsr = np.minimum(w0 + p_neg[:, ~is_null].sum(axis=1), w0 + p_pos[:, ~is_null].sum(axis=1))
-    # The HDI uses each gene's three heaviest components (the rest carry negligible mass)
-    # and spans only those, so a negligible wide component does not coarsen the grid.
-    top = np.argsort(-w, axis=1)[:, : min(3, w.shape[1])]
-    wt = np.take_along_axis(w, top, axis=1)
-    mt = np.take_along_axis(mean, top, axis=1)
-    st = np.take_along_axis(sd, top, axis=1)
-    live = wt > 1e-4 * wt[:, :1]
-    lo_all = np.min(np.where(live, mt - 7 * st, np.inf), axis=1)
-    hi_all = np.max(np.where(live, mt + 7 * st, -np.inf), axis=1)
-    t = np.linspace(0.0, 1.0, n_grid)
-    x = lo_all[:, None] + (hi_all - lo_all)[:, None] * t[None, :]  # (G, n_grid)
-    z = (x[:, :, None] - mt[:, None, :]) / st[:, None, :]
-    dens = np.einsum("gk,gnk->gn", wt / st, np.exp(-0.5 * z * z))
-    mass = dens * ((hi_all - lo_all) / (n_grid - 1))[:, None]
-    order = np.argsort(-dens, axis=1)
-    cum = np.cumsum(np.take_along_axis(mass, order, axis=1), axis=1) / mass.sum(axis=1, keepdims=True)
-    inside = np.zeros_like(dens, dtype=bool)
-    take = cum - np.take_along_axis(mass, order, axis=1) / mass.sum(axis=1, keepdims=True) < prob
-    np.put_along_axis(inside, order, take, axis=1)
-    xin = np.where(inside, x, np.nan)
+        is_null = np.broadcast_to(np.asarray(null_component, dtype=bool), w.shape)
+        w0 = np.sum(w * is_null, axis=1)
+        lfsr = np.minimum(w0 + np.sum(p_neg * ~is_null, axis=1), w0 + np.sum(p_pos * ~is_null, axis=1))
+    # The HDI is the highest-density set of a per-gene histogram spanning every component
+    # with non-negligible weight. Cell masses come from CDF differences, so a narrow
+    # null component keeps its full mass however coarse the cells are; they are
+    # accumulated one component at a time over the genes where it is live.
+    from scipy.special import ndtr
+
+    live = w > 1e-6 * w.max(axis=1, keepdims=True)
+    lo_all = np.min(np.where(live, mean - 7 * sd, np.inf), axis=1)
+    hi_all = np.max(np.where(live, mean + 7 * sd, -np.inf), axis=1)
+    t = np.linspace(0.0, 1.0, n_grid + 1)
+    edges = lo_all[:, None] + (hi_all - lo_all)[:, None] * t[None, :]  # (G, n_grid + 1)
+    mass = np.zeros((w.shape[0], n_grid))
+    for c in range(w.shape[1]):
+        r = np.flatnonzero(live[:, c])
+        if r.size:
+            cdf = ndtr((edges[r] - mean[r, c, None]) / sd[r, c, None])
+            mass[r] += w[r, c, None] * np.diff(cdf, axis=1)
+    mass /= mass.sum(axis=1, keepdims=True)
+    ranked = -np.sort(-mass, axis=1)
+    k = np.minimum(np.argmax(np.cumsum(ranked, axis=1) >= prob, axis=1), n_grid - 1)
+    inside = mass >= ranked[np.arange(mass.shape[0]), k][:, None]
+    centres = 0.5 * (edges[:, 1:] + edges[:, :-1])
+    xin = np.where(inside, centres, np.nan)
     return m, np.sqrt(np.maximum(var, 0.0)), lfsr, np.nanmin(xin, axis=1), np.nanmax(xin, axis=1)
