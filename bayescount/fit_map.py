@@ -31,7 +31,7 @@ from scipy.special import logsumexp
 
 from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries_from_cov
 from .progress import progress_bar
-from .quadrature import spd_inverse, component_slots, dispersion_nodes, node_prior, slot_covariance
+from .quadrature import cholesky, component_slots, dispersion_nodes, node_prior, slot_covariance, spd_inverse
 from .spec import Spec
 from .stats import mixture_weights_em
 
@@ -409,13 +409,17 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool):
 
 
 def laplace_draws(state: MapState, draws: int, random_seed) -> np.ndarray:
-    """Draws ``(draws, G, K)`` from each gene's (mixture of) Laplace approximations."""
+    """Draws ``(draws, G, K)`` from each gene's mixture of Laplace approximations."""
     rng = np.random.default_rng(random_seed)
     G, C, K = state.mode.shape
     cdf = np.cumsum(state.weights, axis=1)
     comp = np.minimum((rng.random((draws, G, 1)) > cdf[None]).sum(axis=2), C - 1)  # (draws, G)
-    z = rng.standard_normal((draws, G, K))
-    L = np.linalg.cholesky(state.cov.reshape(-1, K, K) + 1e-12 * np.eye(K))  # (G*C, K, K)
+    # Coordinates fixed within every slot (the log-dispersion at its node) take no noise.
+    var = np.einsum("gckk->k", state.cov)
+    free = np.flatnonzero(var > 1e-10 * G * C)
+    z = rng.standard_normal((draws, G, free.size))
+    L = cholesky(state.cov[:, :, free[:, None], free[None, :]].reshape(-1, free.size, free.size)
+                  + 1e-12 * np.eye(free.size))
     mode = state.mode.reshape(-1, K)
     base = np.arange(G) * C
     out = np.empty((draws, G, K))
@@ -423,8 +427,10 @@ def laplace_draws(state: MapState, draws: int, random_seed) -> np.ndarray:
     step = max(1, 400_000 // max(G, 1))
     for d0 in range(0, draws, step):
         sel = (base[None, :] + comp[d0 : d0 + step]).reshape(-1)
-        zz = z[d0 : d0 + step].reshape(-1, K)
-        out[d0 : d0 + step] = (mode[sel] + np.einsum("nkl,nl->nk", L[sel], zz)).reshape(-1, G, K)
+        block = mode[sel]
+        zz = z[d0 : d0 + step].reshape(-1, free.size)
+        block[:, free] += np.einsum("nkl,nl->nk", L[sel], zz)
+        out[d0 : d0 + step] = block.reshape(-1, G, K)
     return out
 
 

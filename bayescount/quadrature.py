@@ -108,7 +108,7 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int = 2) -> N
     return NodeTable(d, base, b, prec, ok, bl, 1.0 / bs**2)
 
 
-def _cholesky(A):
+def cholesky(A):
     """Lower Cholesky factors of a stack of small SPD matrices, vectorized over the stack.
 
     LAPACK's per-matrix overhead dominates for millions of 2 x 2 or 3 x 3
@@ -142,7 +142,7 @@ def _backward(L, y):
 
 
 def spd_inverse(A):
-    L = _cholesky(A)
+    L = cholesky(A)
     n = A.shape[-1]
     eye = np.broadcast_to(np.eye(n), A.shape)
     cols = [_backward(L, _forward(L, eye[..., :, j])) for j in range(n)]
@@ -168,7 +168,7 @@ def component_slots(table: NodeTable, comp_prec):
     C = comp_prec.shape[0]
     loc_b, w_prec = table.loc_b, table.w_prec
     r0 = np.einsum("gnab,gnb->gna", table.prec, table.b)
-    L0 = _cholesky(table.prec)
+    L0 = cholesky(table.prec)
     logdet0 = 2.0 * np.sum(np.log(np.einsum("gnaa->gna", L0)), axis=-1)
     quad0 = np.einsum("gna,gna->gn", table.b, r0)
     log_ratio = np.empty((G, N, C))
@@ -179,7 +179,7 @@ def component_slots(table: NodeTable, comp_prec):
         Q = table.prec.copy()
         Q[:, :, diag, diag] += delta[:, None, :]
         r = r0 + (delta * loc_b)[:, None, :]
-        L = _cholesky(Q)
+        L = cholesky(Q)
         y = _forward(L, r)
         logdet = 2.0 * np.sum(np.log(np.einsum("gnaa->gna", L)), axis=-1)
         log_ratio[:, :, c] = (0.5 * np.sum(np.log(comp_prec[c] / w_prec), axis=1)[:, None]

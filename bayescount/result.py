@@ -119,7 +119,7 @@ class Fit:
             comp_sd = np.sqrt(np.einsum("i,gcij,j->gc", vec, cov, vec)) / np.log(2)
             null = (lap["prior_component"].values == 0) if self._null_applies(vec) else None  # (gene, component)
             mean, sd, lfsr, lo, hi = mixture_summary(lap["mix_weight"].values, comp_mean, comp_sd, hdi_prob,
-                                                     null_component=null)
+                                                     null_component=null, groups=lap["prior_component"].values)
         else:
             beta = post["beta"].values  # chain, draw, gene, coef
             draws = np.einsum("cdgk,k->cdg", beta, vec).reshape(-1, beta.shape[2]) / np.log(2)

@@ -129,7 +129,7 @@ def component_loglik(xhat, s2, mask, grid):
     return np.sum(mask[:, :, None] * ll, axis=1)
 
 
-def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_component=None):
+def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_component=None, groups=None):
     """Mean, sd, lfsr and HDI of per-gene mixtures of normals.
 
     Parameters
@@ -143,6 +143,10 @@ def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_comp
         ``(n_genes, n_components)`` or ``(n_components,)``: the components that
         stand for "no effect" (ash's point mass); their weight counts as an
         error for either sign in the lfsr.
+    groups : integer array, optional
+        ``(n_genes, n_components)`` labels: for the HDI only, components with the
+        same label are merged into one normal by moments (e.g. one LFC-prior
+        component at several dispersion nodes, whose means and sds barely differ).
 
     Returns
     -------
@@ -159,27 +163,48 @@ def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_comp
         is_null = np.broadcast_to(np.asarray(null_component, dtype=bool), w.shape)
         w0 = np.sum(w * is_null, axis=1)
         lfsr = np.minimum(w0 + np.sum(p_neg * ~is_null, axis=1), w0 + np.sum(p_pos * ~is_null, axis=1))
+    if groups is not None:
+        labels = np.unique(groups)
+        gw = np.stack([np.sum(w * (groups == k), axis=1) for k in labels], axis=1)
+        safe = np.maximum(gw, 1e-300)
+        gm = np.stack([np.sum(w * mean * (groups == k), axis=1) for k in labels], axis=1) / safe
+        g2 = np.stack([np.sum(w * (sd**2 + mean**2) * (groups == k), axis=1) for k in labels], axis=1) / safe
+        w, mean, sd = gw, gm, np.sqrt(np.maximum(g2 - gm**2, 1e-300))
+    # Chunks of genes keep the (genes x cells) work arrays in cache.
+    lo, hi = np.empty(w.shape[0]), np.empty(w.shape[0])
+    for g0 in range(0, w.shape[0], 2048):
+        sl = slice(g0, g0 + 2048)
+        lo[sl], hi[sl] = _hdi_histogram(w[sl], mean[sl], sd[sl], prob, n_grid)
+    return m, np.sqrt(np.maximum(var, 0.0)), lfsr, lo, hi
+
+
+def _hdi_histogram(w, mean, sd, prob, n_grid):
     # The HDI is the highest-density set of a per-gene histogram spanning every component
-    # with non-negligible weight. Cell masses come from CDF differences, so a narrow
-    # null component keeps its full mass however coarse the cells are; they are
-    # accumulated one component at a time over the genes where it is live.
+    # that carries weight. Cell masses are CDF differences, so a narrow null component
+    # keeps its whole mass however coarse the cells are; they are accumulated one
+    # component at a time over the genes where it is live.
     from scipy.special import ndtr
 
-    live = w > 1e-6 * w.max(axis=1, keepdims=True)
+    # Components holding together under a quarter of 1 - prob cannot change the HDI's
+    # extent much but would stretch the cells; they are left out of it.
+    live = (w > (1.0 - prob) / (4.0 * w.shape[1])) | (w == w.max(axis=1, keepdims=True))
     lo_all = np.min(np.where(live, mean - 7 * sd, np.inf), axis=1)
     hi_all = np.max(np.where(live, mean + 7 * sd, -np.inf), axis=1)
-    t = np.linspace(0.0, 1.0, n_grid + 1)
-    edges = lo_all[:, None] + (hi_all - lo_all)[:, None] * t[None, :]  # (G, n_grid + 1)
-    mass = np.zeros((w.shape[0], n_grid))
+    G = w.shape[0]
+    step = (hi_all - lo_all) / n_grid
+    edges = lo_all[:, None] + step[:, None] * np.arange(n_grid + 1)[None, :]
+    centres = 0.5 * (edges[:, 1:] + edges[:, :-1])
+    mass = np.zeros((G, n_grid))
     for c in range(w.shape[1]):
         r = np.flatnonzero(live[:, c])
         if r.size:
             cdf = ndtr((edges[r] - mean[r, c, None]) / sd[r, c, None])
-            mass[r] += w[r, c, None] * np.diff(cdf, axis=1)
+            mass[r] += w[r, c, None] * (cdf[:, 1:] - cdf[:, :-1])
     mass /= mass.sum(axis=1, keepdims=True)
     ranked = -np.sort(-mass, axis=1)
     k = np.minimum(np.argmax(np.cumsum(ranked, axis=1) >= prob, axis=1), n_grid - 1)
-    inside = mass >= ranked[np.arange(mass.shape[0]), k][:, None]
-    centres = 0.5 * (edges[:, 1:] + edges[:, :-1])
-    xin = np.where(inside, centres, np.nan)
-    return m, np.sqrt(np.maximum(var, 0.0)), lfsr, np.nanmin(xin, axis=1), np.nanmax(xin, axis=1)
+    inside = mass >= ranked[np.arange(G), k][:, None]
+    # Cell edges, not centres: a null component's whole mass sits in one cell.
+    lo = np.nanmin(np.where(inside, centres - 0.5 * step[:, None], np.nan), axis=1)
+    hi = np.nanmax(np.where(inside, centres + 0.5 * step[:, None], np.nan), axis=1)
+    return lo, hi
