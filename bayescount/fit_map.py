@@ -24,14 +24,14 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.traversal import ancestors
 from scipy import optimize
-
-from .data import CountData
-from .model import Layout, layout, prior_loc_scale
 from scipy.special import logsumexp
 
+from ._linalg import cholesky, spd_inverse
+from .data import CountData
+from .model import Layout, layout, prior_loc_scale
 from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries_from_cov
 from .progress import progress_bar
-from .quadrature import cholesky, component_slots, dispersion_nodes, node_prior, slot_covariance, spd_inverse
+from .quadrature import component_slots, dispersion_nodes, node_prior, slot_covariance
 from .spec import Spec
 from .stats import mixture_weights_em
 
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 _HYPER_CACHE: dict = {}
 #: Prior sd of the slopes in the weak fits (no narrower than any prior component).
 WEAK_SCALE = 8.0
-HYPER_GENES = 4000
+HYPER_GENES = 2000
 #: Hyperparameter moves below which the quadrature nodes are not re-centred.
 SWEEP_TOL = 0.02
 #: Heaviest (node, component) pairs kept per gene.
@@ -393,10 +393,14 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool):
     best_c = comp_w.argmax(axis=1)
     map_mode, map_cov = wmode.copy(), wcov.copy()
     conv_map = np.ones(G, dtype=bool)
+    # Start from the component's heaviest slot (its conditional mode at a dispersion node):
+    # a few steps from the mode, where the weak fit can be far for genes shrunk to zero.
+    slot_w = np.where(comp_of == best_c[:, None], weights, -1.0)
+    start = modes[rows, slot_w.argmax(axis=1)].copy()
     for c in np.unique(best_c):
         r = np.flatnonzero(best_c == c)
         sc = pr.component_scale(c)
-        th, conv, more = newton(prob, wmode.copy(), pr.loc, sc, rows=r)
+        th, conv, more = newton(prob, start.copy(), pr.loc, sc, rows=r)
         n_iter += more
         _, _, H = prob.derivs(th[r], r, pr.loc, sc)
         map_mode[r] = th[r]

@@ -16,6 +16,7 @@ import pytensor
 import pytensor.tensor as pt
 
 from . import _kernels  # noqa: F401  (registers numba trigamma)
+from ._linalg import backward, cholesky, forward
 from .data import CountData
 from .model import Layout
 from .spec import Spec
@@ -116,11 +117,16 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
         z0 = (th - loc[active]) / scale[active]
         f0 = ll - 0.5 * np.sum(z0 * z0, axis=1)
         A = -H
-        # Levenberg-style shift where the Hessian is not negative definite.
-        min_eig = np.linalg.eigvalsh(A)[:, 0]
-        shift = np.where(min_eig < 1e-8, 1e-6 - min_eig + 1e-3 * np.abs(min_eig), 0.0)
-        A = A + shift[:, None, None] * np.eye(prob.K)
-        step = np.linalg.solve(A, g[..., None])[..., 0]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            L = cholesky(A)
+        diag = np.einsum("gkk->gk", L)
+        bad = ~np.all(np.isfinite(diag) & (diag > 1e-4), axis=1)
+        if bad.any():
+            # Levenberg-style shift where the Hessian is not (safely) negative definite.
+            min_eig = np.linalg.eigvalsh(A[bad])[:, 0]
+            shift = np.where(min_eig < 1e-8, 1e-6 - min_eig + 1e-3 * np.abs(min_eig), 0.0)
+            L[bad] = cholesky(A[bad] + shift[:, None, None] * np.eye(prob.K))
+        step = backward(L, forward(L, g))
         big = np.abs(step).max(axis=1)
         step *= np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
         decrement = np.einsum("gk,gk->g", g, step)

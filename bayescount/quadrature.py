@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._linalg import backward, cholesky, forward, spd_inverse
+
 N_NODES = 7
 _GH_X, _GH_W = np.polynomial.hermite.hermgauss(N_NODES)
 MAX_STEP = 5.0
@@ -108,47 +110,6 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int = 2) -> N
     return NodeTable(d, base, b, prec, ok, bl, 1.0 / bs**2)
 
 
-def cholesky(A):
-    """Lower Cholesky factors of a stack of small SPD matrices, vectorized over the stack.
-
-    LAPACK's per-matrix overhead dominates for millions of 2 x 2 or 3 x 3
-    blocks; a loop over the few entries with whole-stack arithmetic does not.
-    """
-    n = A.shape[-1]
-    L = np.zeros_like(A)
-    for j in range(n):
-        s = A[..., j, j] - np.sum(L[..., j, :j] ** 2, axis=-1)
-        L[..., j, j] = np.sqrt(s)
-        for i in range(j + 1, n):
-            L[..., i, j] = (A[..., i, j] - np.sum(L[..., i, :j] * L[..., j, :j], axis=-1)) / L[..., j, j]
-    return L
-
-
-def _forward(L, b):
-    """Solve ``L y = b`` for lower-triangular stacks."""
-    y = np.empty_like(b)
-    for i in range(b.shape[-1]):
-        y[..., i] = (b[..., i] - np.sum(L[..., i, :i] * y[..., :i], axis=-1)) / L[..., i, i]
-    return y
-
-
-def _backward(L, y):
-    """Solve ``L^T x = y`` for lower-triangular stacks."""
-    n = y.shape[-1]
-    x = np.empty_like(y)
-    for i in range(n - 1, -1, -1):
-        x[..., i] = (y[..., i] - np.sum(L[..., i + 1 :, i] * x[..., i + 1 :], axis=-1)) / L[..., i, i]
-    return x
-
-
-def spd_inverse(A):
-    L = cholesky(A)
-    n = A.shape[-1]
-    eye = np.broadcast_to(np.eye(n), A.shape)
-    cols = [_backward(L, _forward(L, eye[..., :, j])) for j in range(n)]
-    return np.stack(cols, axis=-1)
-
-
 def component_slots(table: NodeTable, comp_prec):
     """Closed-form swap of the weak slope prior for each component's prior.
 
@@ -180,13 +141,13 @@ def component_slots(table: NodeTable, comp_prec):
         Q[:, :, diag, diag] += delta[:, None, :]
         r = r0 + (delta * loc_b)[:, None, :]
         L = cholesky(Q)
-        y = _forward(L, r)
+        y = forward(L, r)
         logdet = 2.0 * np.sum(np.log(np.einsum("gnaa->gna", L)), axis=-1)
         log_ratio[:, :, c] = (0.5 * np.sum(np.log(comp_prec[c] / w_prec), axis=1)[:, None]
                               - 0.5 * logdet + 0.5 * logdet0
                               + 0.5 * np.sum(y * y, axis=-1) - 0.5 * quad0
                               - 0.5 * np.sum(delta * loc_b**2, axis=1)[:, None])
-        mean[:, :, c] = _backward(L, y)
+        mean[:, :, c] = backward(L, y)
     return log_ratio, mean
 
 

@@ -13,7 +13,8 @@ import pytest
 from scipy import stats
 from scipy.special import gammaln, logsumexp
 
-from bayescount.quadrature import NodeTable, component_slots, slot_covariance, spd_inverse
+from bayescount._linalg import spd_inverse
+from bayescount.quadrature import NodeTable, component_slots, slot_covariance
 from bayescount.stats import mixture_weights_em
 
 
