@@ -23,11 +23,13 @@ from .fit import fit
 from .model import build_model
 from .result import Fit
 from .simulate import Simulation, simulate
+from .singlecell import pseudobulk, read_cells
 from .spec import list_templates, load_spec
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "CountData", "Fit", "InputError", "ResultIntegrityError", "Simulation", "SpecError",
-    "build_design", "build_model", "compute_size_factors", "fit", "list_templates", "load_spec", "simulate",
+    "build_design", "build_model", "compute_size_factors", "fit", "list_templates", "load_spec", "pseudobulk",
+    "read_cells", "simulate",
 ]

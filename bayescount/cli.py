@@ -24,8 +24,13 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     f = sub.add_parser("fit", help="fit a template to a count matrix and write the LFC table")
-    f.add_argument("counts", help="CSV/TSV: gene ids in the first column, one column per sample")
-    f.add_argument("--samples", required=True, help="CSV/TSV: sample ids in the first column")
+    f.add_argument("counts", help="CSV/TSV (gene ids in the first column, one column per sample) or an "
+                                  "AnnData .h5ad file (cells x genes; obs is the sample table)")
+    f.add_argument("--samples", help="CSV/TSV: sample ids in the first column (required for CSV/TSV counts)")
+    f.add_argument("--layer", help=".h5ad: take counts from this layer instead of X")
+    f.add_argument("--pseudobulk-by", help=".h5ad: sum cells by DONOR[,CELL_TYPE] obs columns and fit each cell "
+                                           "type's pseudobulk samples (adds a cell_type column to the table)")
+    f.add_argument("--min-cells", type=int, default=1, help="drop pseudobulk samples with fewer cells (default 1)")
     f.add_argument("--design", required=True, help='design formula, e.g. "~ group"')
     f.add_argument("--model", default="nb_trend", help="template name or spec .toml (default nb_trend)")
     f.add_argument("--method", default="map", choices=["map", "advi", "nuts"])
@@ -36,7 +41,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="write the LFC table here (CSV, or TSV for .tsv); default: print top genes")
     f.add_argument("--save", help="save the fit (ArviZ DataTree) to this netCDF file")
     f.add_argument("--seed", type=int, default=None, help="random seed (recorded in the fit)")
-    f.add_argument("--size-factors", default="ratio", choices=["ratio", "poscounts", "none"])
+    f.add_argument("--size-factors", default=None, choices=["ratio", "poscounts", "none"],
+                   help="default: ratio (poscounts for cell-level .h5ad counts)")
     f.add_argument("--draws", type=int, default=None, help="posterior draws (default: 200 MAP, 1000 NUTS/ADVI)")
     f.add_argument("--log-likelihood", action="store_true", help="store pointwise log-likelihood in --save")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -84,7 +90,6 @@ def _check_writable(path: str | None, what: str) -> None:
 
 
 def cmd_fit(args) -> int:
-    from .data import CountData
     from .fit import fit
     from .io import atomic_write_csv
 
@@ -100,17 +105,31 @@ def cmd_fit(args) -> int:
         contrast = parts
     elif args.coef:
         contrast = args.coef
-    data = CountData.from_csv(args.counts, args.samples, design=args.design, size_factors=args.size_factors)
-    log.info("data: %d genes x %d samples (%d all-zero genes dropped)", data.n_genes, data.n_obs, data.n_dropped_zero)
+    datasets = _read_fit_input(args)
     # Resolve the contrast before fitting so a typo costs nothing.
-    data.design.contrast_vector(contrast, data.samples)
-    res = fit(data, model=args.model, method=args.method, random_seed=args.seed, draws=args.draws,
-              log_likelihood=args.log_likelihood, progress=not args.quiet)
-    table = res.lfc(contrast, hdi_prob=args.hdi_prob)
-    log.info("contrast %s: %d genes with svalue < 0.05", table.attrs["contrast"], int((table.svalue < 0.05).sum()))
+    for data in datasets.values():
+        data.design.contrast_vector(contrast, data.samples)
+    fits, tables = {}, []
+    for name, data in datasets.items():
+        prefix = f"cell type {name}: " if name is not None else ""
+        log.info("%sdata: %d genes x %d samples (%d all-zero genes dropped)", prefix, data.n_genes, data.n_obs,
+                 data.n_dropped_zero)
+        res = fit(data, model=args.model, method=args.method, random_seed=args.seed, draws=args.draws,
+                  log_likelihood=args.log_likelihood, progress=not args.quiet)
+        table = res.lfc(contrast, hdi_prob=args.hdi_prob)
+        log.info("%scontrast %s: %d genes with svalue < 0.05", prefix, table.attrs["contrast"],
+                 int((table.svalue < 0.05).sum()))
+        if name is not None:
+            table.insert(0, "cell_type", name)
+        fits[name] = res
+        tables.append(table)
+    table = pd.concat(tables, ignore_index=True)
+    # Outputs are written only once every fit has finished: no partial set of files.
     if args.save:
-        res.save(args.save)
-        log.info("fit saved to %s", args.save)
+        for name, res in fits.items():
+            path = args.save if name is None else _per_cell_type(args.save, name)
+            res.save(path)
+            log.info("fit saved to %s", path)
     if args.out:
         atomic_write_csv(table, args.out, index=False)
         log.info("LFC table written to %s", args.out)
@@ -118,6 +137,40 @@ def cmd_fit(args) -> int:
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             print(table.sort_values("svalue").head(20).to_string(index=False))
     return 0
+
+
+def _read_fit_input(args) -> dict:
+    """``{None: CountData}`` for one data set, ``{cell_type: CountData}`` for pseudobulk."""
+    from .data import CountData
+
+    is_h5ad = str(args.counts).lower().endswith(".h5ad")
+    if not is_h5ad:
+        if args.samples is None:
+            raise InputError("--samples is required with CSV/TSV counts (an .h5ad file carries its own obs table)")
+        if args.layer or args.pseudobulk_by:
+            raise InputError("--layer and --pseudobulk-by apply to .h5ad counts only")
+        return {None: CountData.from_csv(args.counts, args.samples, design=args.design,
+                                         size_factors=args.size_factors or "ratio")}
+    from .singlecell import pseudobulk, read_cells
+
+    if args.samples is not None:
+        raise InputError("--samples is not used with .h5ad counts: the file's obs table is the sample table")
+    if not args.pseudobulk_by:
+        return {None: read_cells(args.counts, design=args.design, layer=args.layer,
+                                 size_factors=args.size_factors or "poscounts")}
+    keys = [k.strip() for k in args.pseudobulk_by.split(",")]
+    if len(keys) not in (1, 2) or not all(keys):
+        raise InputError(f"--pseudobulk-by must be DONOR or DONOR,CELL_TYPE, got {args.pseudobulk_by!r}")
+    out = pseudobulk(args.counts, donor=keys[0], cell_type=keys[1] if len(keys) == 2 else None,
+                     design=args.design, layer=args.layer, size_factors=args.size_factors or "ratio",
+                     min_cells=args.min_cells)
+    return out if len(keys) == 2 else {None: out["all"]}
+
+
+def _per_cell_type(path: str, name: str) -> str:
+    p = Path(path)
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
+    return str(p.with_name(f"{p.stem}.{safe}{p.suffix}"))
 
 
 def cmd_simulate(args) -> int:
