@@ -31,7 +31,7 @@ from .data import CountData
 from .model import Layout, layout, prior_loc_scale
 from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries_from_cov
 from .progress import progress_bar
-from .quadrature import component_slots, dispersion_nodes, node_prior, slot_covariance
+from .quadrature import component_slots, conditional_block, dispersion_nodes, node_prior, slot_covariance
 from .spec import Spec
 from .stats import mixture_weights_em
 
@@ -93,9 +93,9 @@ def _hyper_functions(spec: Spec, lay: Layout):
         n = 1 if h.size is None else h.size
         uu = u[pos : pos + n] if h.size is not None else u[pos]
         pos += n
-        hyper[name] = pt.exp(uu)
-        # Hyperprior on the positive scale plus the log-Jacobian of exp.
-        prior_lp = prior_lp + pm.logp(h.dist(), hyper[name]).sum() + pt.sum(uu)
+        hyper[name] = pt.exp(uu) if h.positive else uu
+        # Hyperprior on the natural scale, plus the log-Jacobian of exp for positive ones.
+        prior_lp = prior_lp + pm.logp(h.dist(), hyper[name]).sum() + (pt.sum(uu) if h.positive else 0.0)
     G = base_mean.shape[0]
     locs, scales = prior_loc_scale(spec, lay, hyper, base_mean)
     loc = pt.stack([pt.broadcast_to(l, (G,)) for l in locs], axis=1)
@@ -126,10 +126,11 @@ def _hyper_functions(spec: Spec, lay: Layout):
 
 
 def _initial_u(lay: Layout) -> np.ndarray:
-    start = {"tau": 0.5, "a0": 0.05, "a1": 0.5, "sigma_d": 1.0}
+    start = {"tau": 0.5, "a0": 0.05, "a1": 0.5, "sigma_d": 1.0, "zi_mu": -3.0, "zi_sigma": 1.0}
     out = []
     for name, h in lay.scale_hyper.items():
-        out.extend([np.log(start.get(name, 1.0))] * (1 if h.size is None else h.size))
+        v = start.get(name, 1.0)
+        out.extend([np.log(v) if h.positive else v] * (1 if h.size is None else h.size))
     return np.array(out, dtype=float)
 
 
@@ -137,7 +138,8 @@ def _unpack_u(lay: Layout, u: np.ndarray) -> dict[str, np.ndarray]:
     out, pos = {}, 0
     for name, h in lay.scale_hyper.items():
         n = 1 if h.size is None else h.size
-        out[name] = np.exp(u[pos]) if h.size is None else np.exp(u[pos : pos + n])
+        v = u[pos] if h.size is None else u[pos : pos + n]
+        out[name] = np.exp(v) if h.positive else np.asarray(v, dtype=float)
         pos += n
     return out
 
@@ -213,6 +215,7 @@ class _Priors:
     def __init__(self, prior_fn, lay: Layout, u, base_mean):
         self.P = lay.n_coef
         self.loc, self.scale = prior_fn(u, base_mean)
+        self.cond = conditional_block(self.P, len(lay.names))
         self.slope_idx = np.array(lay.slope_index, dtype=int)
         self.grid = lay.mixture.grid() if lay.mixture is not None else None
         self.wscale = self.scale.copy()
@@ -231,8 +234,8 @@ class _Priors:
         return self.scale[:, self.P] if self.scale.shape[1] > self.P else None
 
     def component_precisions(self) -> np.ndarray:
-        """(C, G, P) coefficient prior precisions of each LFC-prior component."""
-        prec = 1.0 / self.scale[:, : self.P] ** 2
+        """(C, G, B) prior precisions of the conditional block under each LFC-prior component."""
+        prec = 1.0 / self.scale[:, self.cond] ** 2
         if self.grid is None:
             return prec[None]
         out = np.repeat(prec[None], self.grid.size, axis=0)
@@ -258,12 +261,11 @@ def _weak_fit(prob, data, lay, pr: _Priors, start=None):
 
 
 def _coef_summaries(table, pr: _Priors, keep):
-    """Gaussian likelihood summaries of the coefficients with the gene parameter integrated out."""
-    P = pr.P
+    """Gaussian likelihood summaries of the conditional block with the log-dispersion integrated out."""
     w = table.base + node_prior(table, pr.loc_d, pr.scale_d)
     w = np.exp(w - w.max(axis=1, keepdims=True))
     mean, cov = mixture_moments(table.b, spd_inverse(table.prec), w / w.sum(axis=1, keepdims=True))
-    return summaries_from_cov(mean, cov, pr.loc[:, :P], pr.wscale[:, :P], keep)
+    return summaries_from_cov(mean, cov, pr.loc[:, pr.cond], pr.wscale[:, pr.cond], keep)
 
 
 def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
@@ -304,11 +306,16 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
     keep = (data.flags == "") & ok
     n_names = len(lay.names)
     xhat, s2, mask = np.zeros((G, n_names)), np.ones((G, n_names)), np.zeros((G, n_names))
-    coef_groups = [ks for ks in hf.driven if np.all(ks < P)]
-    if coef_groups:
-        xs, ss, ms = _coef_summaries(table, _Priors(hf.prior_fn, lay, u, data.base_mean), keep)
-        for ks in coef_groups:
-            xhat[:, ks], s2[:, ks], mask[:, ks] = xs[:, ks], ss[:, ks], ms[:, ks]
+    # Groups driven by hyperparameters other than the trend (tau, zero-inflation) use Gaussian
+    # summaries of the conditional block; the log-dispersion (index P) uses the quadrature.
+    block_groups = [ks for ks in hf.driven if not (prob.Q and np.any(ks == P))]
+    if block_groups:
+        pr0 = _Priors(hf.prior_fn, lay, u, data.base_mean)
+        xs, ss, ms = _coef_summaries(table, pr0, keep)
+        pos = {int(k): i for i, k in enumerate(pr0.cond)}
+        for ks in block_groups:
+            cols = [pos[int(k)] for k in ks]
+            xhat[:, ks], s2[:, ks], mask[:, ks] = xs[:, cols], ss[:, cols], ms[:, cols]
     # With a mixture prior the components' scales are fixed: the swap does not change with u.
     fixed_ratio = None
     if mix is not None:
@@ -376,8 +383,9 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool):
     modes = np.empty((G, S, K))
     covs = np.zeros((G, S, K, K))
     gi = rows[:, None]
-    modes[:, :, :P] = mean[gi, node_of, comp_of]
-    covs[:, :, :P, :P] = slot_covariance(table, comp_prec, node_of, comp_of)
+    cond = pr.cond
+    modes[:, :, cond] = mean[gi, node_of, comp_of]
+    covs[:, :, cond[:, None], cond[None, :]] = slot_covariance(table, comp_prec, node_of, comp_of)
     if prob.Q:
         modes[:, :, P] = table.d[gi, node_of]
         covs[:, :, P, P] = 1e-12
@@ -386,7 +394,7 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool):
     wn = np.exp((table.base + lp_d) - (table.base + lp_d).max(axis=1, keepdims=True))
     _, cov_int = mixture_moments(table.b, spd_inverse(table.prec), wn / wn.sum(axis=1, keepdims=True))
     mle_cov = wcov.copy()
-    mle_cov[:, :P, :P] = cov_int
+    mle_cov[:, cond[:, None], cond[None, :]] = cov_int
     # The posterior mode (under each gene's heaviest prior component) and its curvature.
     comp_w = np.zeros((G, C))
     np.add.at(comp_w, (np.repeat(rows, S), comp_of.ravel()), weights.ravel())

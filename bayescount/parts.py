@@ -31,17 +31,19 @@ import pytensor.tensor as pt
 
 @dataclass(frozen=True)
 class Hyper:
-    """A positive shared hyperparameter: its prior family and parameters.
+    """A shared hyperparameter: its prior family and parameters.
 
     ``rv(name)`` creates it inside a PyMC model; ``dist()`` gives the same
-    prior unnamed, for the MAP path's marginal criterion.
+    prior unnamed, for the MAP path's marginal criterion, which works on
+    ``log`` of a ``positive`` hyperparameter and on a real one directly.
     """
 
     family: type
     params: tuple[tuple[str, float], ...]
     dims: str | None = None
     size: int | None = None
-    simplex: bool = False  # mixture weights: estimated by EM on the MAP path, not by the scale criterion
+    simplex: bool = False  # mixture weights: estimated by penalized ML on the MAP path, not by the criterion
+    positive: bool = True
 
     def rv(self, name: str):
         return self.family(name, **dict(self.params), dims=self.dims)
@@ -80,6 +82,40 @@ class NegativeBinomial:
 
     def deterministics(self, params):
         pm.Deterministic("dispersion", pt.exp(params["log_dispersion"]), dims="gene")
+
+
+@dataclass(frozen=True)
+class ZeroInflatedNegativeBinomial:
+    """``y ~ pi_g * 0 + (1 - pi_g) * NB(mu = exp(eta), dispersion)``.
+
+    Gene parameters: ``log_dispersion`` and ``logit_zero`` (the log-odds of a
+    structural zero, ``pi_g = sigmoid(logit_zero)``). ``exp(eta)`` is the mean
+    of the NB component, so slopes are log fold changes of the count mean among
+    non-structural observations; with a per-gene ``pi_g`` they are also the
+    log fold changes of the overall mean ``(1 - pi_g) mu``.
+    """
+
+    kind: ClassVar[str] = "likelihood"
+    gene_params: ClassVar[tuple[str, ...]] = ("log_dispersion", "logit_zero")
+    prior_slots: ClassVar[dict[str, str]] = {"log_dispersion": "dispersion", "logit_zero": "zero_inflation"}
+
+    def dist(self, eta, params):
+        return pm.ZeroInflatedNegativeBinomial.dist(
+            psi=pt.sigmoid(-params["logit_zero"]), mu=pt.exp(eta), alpha=pt.exp(-params["log_dispersion"]))
+
+    def observe(self, name, eta, params, observed, dims):
+        return pm.ZeroInflatedNegativeBinomial(
+            name,
+            psi=pt.sigmoid(-params["logit_zero"])[:, None],
+            mu=pt.exp(eta),
+            alpha=pt.exp(-params["log_dispersion"])[:, None],
+            observed=observed,
+            dims=dims,
+        )
+
+    def deterministics(self, params):
+        pm.Deterministic("dispersion", pt.exp(params["log_dispersion"]), dims="gene")
+        pm.Deterministic("zero_prob", pt.sigmoid(params["logit_zero"]), dims="gene")
 
 
 @dataclass(frozen=True)
@@ -228,14 +264,39 @@ class LogDispersionNormal:
         return pt.as_tensor(self.mu), pt.as_tensor(self.sigma)
 
 
+@dataclass(frozen=True)
+class ZeroInflationNormal:
+    """``logit_zero_g ~ Normal(zi_mu, zi_sigma)``: per-gene zero inflation shrunk across genes.
+
+    ``zi_mu ~ Normal(mu_mu, mu_sigma)`` (the typical log-odds of a structural
+    zero) and ``zi_sigma ~ HalfNormal(sigma_sigma)`` are learned from all genes.
+    """
+
+    mu_mu: float = -3.0
+    mu_sigma: float = 2.0
+    sigma_sigma: float = 1.0
+    kind: ClassVar[str] = "prior"
+
+    def hyper(self, n: int) -> dict[str, Hyper]:
+        return {
+            "zi_mu": Hyper(pm.Normal, (("mu", self.mu_mu), ("sigma", self.mu_sigma)), positive=False),
+            "zi_sigma": Hyper(pm.HalfNormal, (("sigma", self.sigma_sigma),)),
+        }
+
+    def loc_scale(self, h, ctx):
+        return h["zi_mu"], h["zi_sigma"]
+
+
 # --------------------------------------------------------------------------- registry
 
 #: section name -> {part name -> part class}; the only code a spec can reach.
 REGISTRY: dict[str, dict[str, type]] = {
-    "likelihood": {"negative_binomial": NegativeBinomial, "poisson": Poisson},
+    "likelihood": {"negative_binomial": NegativeBinomial, "poisson": Poisson,
+                   "zero_inflated_negative_binomial": ZeroInflatedNegativeBinomial},
     "intercept": {"normal": NormalPrior},
     "coefficients": {"scale_mixture": ScaleMixture, "normal_learned_scale": NormalLearnedScale, "normal": NormalPrior},
     "dispersion": {"trend": DispersionTrend, "normal": LogDispersionNormal},
+    "zero_inflation": {"normal": ZeroInflationNormal},
 }
 
 

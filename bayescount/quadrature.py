@@ -51,62 +51,73 @@ def _log_normal(x, loc, scale):
     return -0.5 * z * z - np.log(scale) - 0.5 * _LOG2PI
 
 
+def conditional_block(P: int, K: int) -> np.ndarray:
+    """Coordinates re-fitted at each node: all but the first gene parameter (index ``P``)."""
+    return np.r_[0:P, P + 1 : K] if K > P else np.arange(P)
+
+
 def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int = 2) -> NodeTable:
     """Quadrature nodes around a joint fit ``theta`` (covariance ``cov``) under the weak prior ``wscale``.
 
-    At each node the coefficients start from the Gaussian conditional mean and
-    take ``n_steps`` Newton steps with the gene parameter fixed (the
-    coefficient log-likelihood is concave there, so plain steps are safe); the
-    last step's quadratic model gives the conditional mode and its log density.
+    The first gene parameter (the log-dispersion) is integrated over; the
+    other coordinates (coefficients, and further gene parameters such as a
+    zero-inflation logit) form the conditional block. At each node the block
+    starts from its Gaussian conditional mean and takes ``n_steps`` Newton
+    steps with the node fixed (for the NB coefficients the log-likelihood is
+    concave there, so plain steps are safe); the last step's quadratic model
+    gives the conditional mode and its log density.
     """
-    P = prob.P
+    P, K = prob.P, prob.K
+    cond = conditional_block(P, K)
+    m = cond.size
     G = theta.shape[0]
-    bl, bs = loc[rows, :P], wscale[rows, :P]
+    bl, bs = loc[rows][:, cond], wscale[rows][:, cond]
     if prob.Q == 0:
         ll, g, H = prob.derivs(theta, rows, loc, wscale)
         prec = -H
         sign, logdet = np.linalg.slogdet(prec)
-        base = ll + _log_normal(theta, bl, bs).sum(axis=1) + 0.5 * P * _LOG2PI - 0.5 * logdet
+        base = ll + _log_normal(theta, bl, bs).sum(axis=1) + 0.5 * m * _LOG2PI - 0.5 * logdet
         ok = np.isfinite(base) & (sign > 0)
         return NodeTable(np.zeros((G, 1)), np.where(ok, base, 0.0)[:, None], theta[:, None, :].copy(),
                          prec[:, None], ok, bl, 1.0 / bs**2)
     v_d = np.maximum(cov[:, P, P], 1e-12)
-    slope = cov[:, :P, P] / v_d[:, None]
+    slope = cov[:, cond, P] / v_d[:, None]
     sd_q = np.sqrt(v_d)
     d = theta[:, P, None] + np.sqrt(2.0) * sd_q[:, None] * _GH_X[None, :]
     base = np.empty((G, N_NODES))
-    b = np.empty((G, N_NODES, P))
-    prec = np.empty((G, N_NODES, P, P))
+    b = np.empty((G, N_NODES, m))
+    prec = np.empty((G, N_NODES, m, m))
+    block = np.ix_(np.arange(G), cond, cond) if G else None
     for i in range(N_NODES):
         th = theta.copy()
         step_d = d[:, i] - theta[:, P]
         th[:, P] = d[:, i]
-        th[:, :P] += slope * step_d[:, None]
+        th[:, cond] += slope * step_d[:, None]
         for s in range(n_steps):
             ll, g, H = prob.derivs(th, rows, loc, wscale)
-            A = -H[:, :P, :P]
-            step = np.linalg.solve(A, g[:, :P, None])[..., 0]
+            A = -H[block]
+            step = np.linalg.solve(A, g[:, cond, None])[..., 0]
             if s < n_steps - 1:
                 big = np.abs(step).max(axis=1)
-                th[:, :P] += step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
+                th[:, cond] += step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
         sign, logdet = np.linalg.slogdet(A)
         # Log density at the conditional mode from the last step's quadratic model.
-        f = ll + _log_normal(th[:, :P], bl, bs).sum(axis=1) + 0.5 * np.einsum("gk,gk->g", g[:, :P], step)
+        f = ll + _log_normal(th[:, cond], bl, bs).sum(axis=1) + 0.5 * np.einsum("gk,gk->g", g[:, cond], step)
         log_q = _log_normal(d[:, i], theta[:, P], sd_q)
-        base[:, i] = (f + 0.5 * P * _LOG2PI - 0.5 * logdet - log_q + np.log(_GH_W[i] / np.sqrt(np.pi))
+        base[:, i] = (f + 0.5 * m * _LOG2PI - 0.5 * logdet - log_q + np.log(_GH_W[i] / np.sqrt(np.pi))
                       + np.where(sign > 0, 0.0, np.nan))
-        b[:, i] = th[:, :P] + step
+        b[:, i] = th[:, cond] + step
         prec[:, i] = A
     ok = np.all(np.isfinite(base), axis=1) & np.all(np.isfinite(b), axis=(1, 2))
     if not ok.all():
         # A gene whose nodes fail keeps its joint Laplace fit as one node.
-        bad = ~ok
+        bad = np.flatnonzero(~ok)
         base[bad] = -np.inf
         base[bad, N_NODES // 2] = 0.0
         d[bad] = theta[bad, P, None]
-        b[bad] = theta[bad, None, :P]
-        A0 = np.linalg.inv(np.where(np.isfinite(cov[bad]), cov[bad], 0.0)[:, :P, :P] + 1e-9 * np.eye(P))
-        prec[bad] = A0[:, None]
+        b[bad] = theta[bad][:, None, cond]
+        cov_b = np.where(np.isfinite(cov[bad]), cov[bad], 0.0)[np.ix_(np.arange(bad.size), cond, cond)]
+        prec[bad] = np.linalg.inv(cov_b + 1e-9 * np.eye(m))[:, None]
     return NodeTable(d, base, b, prec, ok, bl, 1.0 / bs**2)
 
 

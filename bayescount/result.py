@@ -180,6 +180,29 @@ class Fit:
             flags = np.array([";".join(x for x in (f, "map_not_converged" if b else "") if x) for f, b in zip(flags, bad)], dtype=object)
         return flags
 
+    def gene_summary(self) -> pd.DataFrame:
+        """Posterior means of the per-gene likelihood parameters on their natural scale.
+
+        Columns: ``gene``, ``dispersion`` (NB templates) and ``zero_prob`` (the
+        structural-zero probability of zero-inflated templates), plus ``flag``.
+        """
+        from scipy.special import expit
+
+        out = pd.DataFrame({"gene": self.genes})
+        natural = {"log_dispersion": ("dispersion", np.exp), "logit_zero": ("zero_prob", expit)}
+        post = self.idata["posterior"]
+        params = list(self.spec.likelihood.gene_params)
+        for pname in params:
+            col, fn = natural[pname]
+            if self.has_group("laplace"):
+                lap = self.idata["laplace"]
+                k = list(lap["param"].values).index(pname)
+                out[col] = np.sum(lap["mix_weight"].values * fn(lap["mix_mode"].values[..., k]), axis=1)
+            else:
+                out[col] = fn(post[pname]).mean(("chain", "draw")).values
+        out["flag"] = self._flags()
+        return out
+
     def summary_hyper(self) -> pd.DataFrame:
         """The shared hyperparameters as a table."""
         rows = []

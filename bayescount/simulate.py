@@ -74,6 +74,7 @@ def simulate(
     base_mean: float | None = None,
     dispersion: float | None = None,
     size_factor_sd: float = 0.2,
+    zero_inflation: tuple[float, float] | None = None,
     random_seed: int | None = None,
 ) -> Simulation:
     """Simulate NB counts for ``n_groups`` groups of ``n_per_group`` samples.
@@ -94,6 +95,10 @@ def simulate(
         ``dispersion=0`` gives Poisson counts.
     size_factor_sd : float
         Log-scale sd of the sample size factors.
+    zero_inflation : (mean, sd), optional
+        Zero-inflated counts: gene ``g``'s structural-zero probability is
+        ``sigmoid(N(mean, sd))`` and each count is replaced by 0 with it
+        (``truth.true_zero_prob``).
     random_seed : int
         Seed for :func:`numpy.random.default_rng`; pass it for reproducibility.
 
@@ -134,6 +139,11 @@ def simulate(
         size = 1.0 / np.maximum(disp, 1e-12)
         y = rng.negative_binomial(size[:, None], size[:, None] / (size[:, None] + mu))
 
+    zero_prob = np.zeros(n_genes)
+    if zero_inflation is not None:
+        zero_prob = 1.0 / (1.0 + np.exp(-rng.normal(zero_inflation[0], zero_inflation[1], n_genes)))
+        y = np.where(rng.random(y.shape) < zero_prob[:, None], 0, y)
+
     counts = pd.DataFrame(y.astype(np.int64), index=genes, columns=obs)
     samples = pd.DataFrame({"group": group, "size_factor": sf}, index=obs)
     truth = pd.DataFrame(
@@ -142,11 +152,13 @@ def simulate(
             "true_log2fc": lfc[:, 1] if n_groups > 1 else 0.0,
             "true_dispersion": disp,
             "is_de": is_de,
+            "true_zero_prob": zero_prob,
         },
         index=genes,
     )
     params = dict(
         n_genes=n_genes, n_per_group=n_per_group, n_groups=n_groups, frac_de=frac_de, lfc_sd=lfc_sd,
-        a0=a0, a1=a1, sigma_d=sigma_d, base_mean=base_mean, dispersion=dispersion, random_seed=random_seed,
+        a0=a0, a1=a1, sigma_d=sigma_d, base_mean=base_mean, dispersion=dispersion,
+        zero_inflation=None if zero_inflation is None else list(zero_inflation), random_seed=random_seed,
     )
     return Simulation(counts=counts, samples=samples[["group"]], truth=truth, params=params)

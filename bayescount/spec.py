@@ -19,7 +19,7 @@ from pathlib import Path
 from .errors import SpecError
 from .parts import REGISTRY, part_fields
 
-SECTIONS = ("likelihood", "intercept", "coefficients", "dispersion")
+SECTIONS = ("likelihood", "intercept", "coefficients", "dispersion", "zero_inflation")
 TOP_KEYS = {"name", "description", *SECTIONS}
 
 
@@ -43,6 +43,7 @@ class Spec:
     intercept: object
     coefficients: object
     dispersion: object | None
+    zero_inflation: object | None = None
 
     def canonical(self) -> dict:
         return {"name": self.name, "description": self.description, **copy.deepcopy(self.parts)}
@@ -208,6 +209,7 @@ def spec_from_dict(raw: dict, overrides: dict | None = None) -> Spec:
         intercept=resolved["intercept"],
         coefficients=resolved["coefficients"],
         dispersion=resolved.get("dispersion"),
+        zero_inflation=resolved.get("zero_inflation"),
     )
 
 
