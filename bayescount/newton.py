@@ -37,12 +37,13 @@ def likelihood_kernel(lik):
     ps = [pt.dmatrix(n) for n in lik.gene_params]
     lp = pm.logp(lik.dist(eta, dict(zip(lik.gene_params, ps))), y)
     wrt = [eta, *ps]
-    d1 = pt.grad(lp.sum(), wrt)
+    # Some pairs are disconnected (a hurdle's zero part ignores eta): their derivatives are zero.
+    d1 = pt.grad(lp.sum(), wrt, disconnected_inputs="ignore")
     # Each element's logp depends only on the same element of every input, so
     # the gradient of a summed first derivative is the elementwise second derivative.
     d2 = []
     for i in range(len(wrt)):
-        d2.extend(pt.grad(d1[i].sum(), wrt[i:]))
+        d2.extend(pt.grad(d1[i].sum(), wrt[i:], disconnected_inputs="ignore"))
     full = pytensor.function([y, eta, *ps], [lp, *d1, *d2], mode="NUMBA")
     value = pytensor.function([y, eta, *ps], lp.sum(axis=1), mode="NUMBA")
     pointwise = pytensor.function([y, eta, *ps], lp, mode="NUMBA")
@@ -114,6 +115,13 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
             break
         th = theta[active]
         ll, g, H = prob.derivs(th, active, loc, scale)
+        finite = np.isfinite(ll) & np.all(np.isfinite(g), axis=1) & np.all(np.isfinite(H), axis=(1, 2))
+        if not finite.all():
+            # A gene whose derivatives overflow stops where it is and stays unconverged.
+            n_iter[active[~finite]] += 1
+            active, th, ll, g, H = active[finite], th[finite], ll[finite], g[finite], H[finite]
+            if active.size == 0:
+                break
         z0 = (th - loc[active]) / scale[active]
         f0 = ll - 0.5 * np.sum(z0 * z0, axis=1)
         A = -H

@@ -75,6 +75,7 @@ def simulate(
     dispersion: float | None = None,
     size_factor_sd: float = 0.2,
     zero_inflation: tuple[float, float] | None = None,
+    hurdle: tuple[float, float] | None = None,
     random_seed: int | None = None,
 ) -> Simulation:
     """Simulate NB counts for ``n_groups`` groups of ``n_per_group`` samples.
@@ -99,6 +100,9 @@ def simulate(
         Zero-inflated counts: gene ``g``'s structural-zero probability is
         ``sigmoid(N(mean, sd))`` and each count is replaced by 0 with it
         (``truth.true_zero_prob``).
+    hurdle : (mean, sd), optional
+        Hurdle counts: each count is 0 with gene probability ``sigmoid(N(mean, sd))``
+        and otherwise drawn from the zero-truncated NB.
     random_seed : int
         Seed for :func:`numpy.random.default_rng`; pass it for reproducibility.
 
@@ -140,6 +144,17 @@ def simulate(
         y = rng.negative_binomial(size[:, None], size[:, None] / (size[:, None] + mu))
 
     zero_prob = np.zeros(n_genes)
+    if zero_inflation is not None and hurdle is not None:
+        raise ValueError("choose zero_inflation or hurdle, not both")
+    if hurdle is not None:
+        size = 1.0 / np.maximum(disp, 1e-12)[:, None] + np.zeros_like(mu)
+        for _ in range(10_000):  # zero-truncation by redrawing the zeros
+            redo = y == 0
+            if not redo.any():
+                break
+            y[redo] = rng.negative_binomial(size[redo], size[redo] / (size[redo] + mu[redo]))
+        zero_prob = 1.0 / (1.0 + np.exp(-rng.normal(hurdle[0], hurdle[1], n_genes)))
+        y = np.where(rng.random(y.shape) < zero_prob[:, None], 0, y)
     if zero_inflation is not None:
         zero_prob = 1.0 / (1.0 + np.exp(-rng.normal(zero_inflation[0], zero_inflation[1], n_genes)))
         y = np.where(rng.random(y.shape) < zero_prob[:, None], 0, y)
@@ -159,6 +174,7 @@ def simulate(
     params = dict(
         n_genes=n_genes, n_per_group=n_per_group, n_groups=n_groups, frac_de=frac_de, lfc_sd=lfc_sd,
         a0=a0, a1=a1, sigma_d=sigma_d, base_mean=base_mean, dispersion=dispersion,
-        zero_inflation=None if zero_inflation is None else list(zero_inflation), random_seed=random_seed,
+        zero_inflation=None if zero_inflation is None else list(zero_inflation),
+        hurdle=None if hurdle is None else list(hurdle), random_seed=random_seed,
     )
     return Simulation(counts=counts, samples=samples[["group"]], truth=truth, params=params)
