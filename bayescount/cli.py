@@ -47,6 +47,18 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--log-likelihood", action="store_true", help="store pointwise log-likelihood in --save")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    r = sub.add_parser("regress", help="fit one count response from a tidy table and write its coefficients")
+    r.add_argument("data", help="CSV/TSV, one row per observation")
+    r.add_argument("--formula", required=True,
+                   help='e.g. "art ~ fem + mar + offset(log(exposure))"; zinb/hurdle take "... | 1"')
+    r.add_argument("--model", default="nb", choices=["poisson", "nb", "zinb", "hurdle"])
+    r.add_argument("--method", default="map", choices=["map", "advi", "nuts"])
+    r.add_argument("--hdi-prob", type=float, default=0.95)
+    r.add_argument("--out", help="write the coefficient table here (CSV)")
+    r.add_argument("--save", help="save the fit (ArviZ DataTree) to this netCDF file")
+    r.add_argument("--seed", type=int, default=None)
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+
     s = sub.add_parser("simulate", help="write simulated counts.csv, samples.csv and truth.csv")
     s.add_argument("--genes", type=int, default=2000)
     s.add_argument("--samples", type=int, default=12, help="total samples, split evenly over groups")
@@ -71,7 +83,8 @@ def main(argv=None) -> int:
     for noisy in ("pymc", "pytensor", "numba", "arviz", "nutpie"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return {"fit": cmd_fit, "simulate": cmd_simulate, "demo": cmd_demo}[args.command](args)
+        return {"fit": cmd_fit, "regress": cmd_regress, "simulate": cmd_simulate,
+                "demo": cmd_demo}[args.command](args)
     except InputError as exc:
         msg = str(exc).replace("\n", " ")
         print(f"bayescount: error: {msg}", file=sys.stderr)
@@ -171,6 +184,31 @@ def _per_cell_type(path: str, name: str) -> str:
     p = Path(path)
     safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in name)
     return str(p.with_name(f"{p.stem}.{safe}{p.suffix}"))
+
+
+def cmd_regress(args) -> int:
+    from .data import read_table
+    from .io import atomic_write_csv
+    from .regress import regress
+
+    if not 0 < args.hdi_prob < 1:
+        raise InputError(f"--hdi-prob must be between 0 and 1, got {args.hdi_prob}")
+    _check_writable(args.out, "--out")
+    _check_writable(args.save, "--save")
+    frame = read_table(args.data, "DATA", index=False)
+    res, table = regress(frame, args.formula, model=args.model, method=args.method, random_seed=args.seed,
+                         hdi_prob=args.hdi_prob, progress=not args.quiet)
+    where = "at the MAP" if args.method == "map" else "at the posterior mean"
+    print(f"log-likelihood {where}: {table.attrs.get('loglik', float('nan')):.4f}; parameters: {len(table)}")
+    if args.save:
+        res.save(args.save)
+    if args.out:
+        atomic_write_csv(table, args.out, index=False)
+        log.info("coefficients written to %s", args.out)
+    else:
+        with pd.option_context("display.width", 160):
+            print(table.to_string(index=False))
+    return 0
 
 
 def cmd_simulate(args) -> int:

@@ -241,18 +241,18 @@ class CountData:
 
 
 # ---------------------------------------------------------------------- helpers
-def read_table(path, what: str) -> pd.DataFrame:
-    """Read a CSV/TSV whose first column holds the row ids."""
+def read_table(path, what: str, index: bool = True) -> pd.DataFrame:
+    """Read a CSV/TSV whose first column holds the row ids (``index=False``: a plain table)."""
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{what} file {str(path)!r} does not exist")
     sep = "\t" if p.suffix.lower() in {".tsv", ".txt", ".tab"} else ","
     try:
-        frame = pd.read_csv(p, sep=sep, index_col=0)
+        frame = pd.read_csv(p, sep=sep, index_col=0 if index else None)
     except Exception as exc:
         raise InputError(f"cannot read {what} file {str(path)!r}: {exc}") from None
-    if frame.shape[1] == 0 and sep == ",":
-        frame = pd.read_csv(p, sep="\t", index_col=0)
+    if frame.shape[1] <= (0 if index else 1) and sep == ",":
+        frame = pd.read_csv(p, sep="\t", index_col=0 if index else None)
     frame.index = frame.index.map(str)
     frame.columns = frame.columns.map(str)
     return frame

@@ -8,6 +8,7 @@ matrix and each gene's small K x K solve are batched numpy.
 
 from __future__ import annotations
 
+import logging
 import time
 
 import numpy as np
@@ -44,7 +45,15 @@ def likelihood_kernel(lik):
     d2 = []
     for i in range(len(wrt)):
         d2.extend(pt.grad(d1[i].sum(), wrt[i:], disconnected_inputs="ignore"))
-    full = pytensor.function([y, eta, *ps], [lp, *d1, *d2], mode="NUMBA")
+    # pytensor logs (and skips) a failed algebraic rewrite on boolean masks that the hurdle's
+    # switch gradients create; the compiled function is correct, so keep the log quiet.
+    rewrite_log = logging.getLogger("pytensor.graph.rewriting.basic")
+    level = rewrite_log.level
+    rewrite_log.setLevel(logging.CRITICAL)
+    try:
+        full = pytensor.function([y, eta, *ps], [lp, *d1, *d2], mode="NUMBA")
+    finally:
+        rewrite_log.setLevel(level)
     value = pytensor.function([y, eta, *ps], lp.sum(axis=1), mode="NUMBA")
     pointwise = pytensor.function([y, eta, *ps], lp, mode="NUMBA")
     _LIK_CACHE[key] = (full, value, pointwise, time.perf_counter() - t0)

@@ -129,7 +129,7 @@ def _hurdle_nb_logp(value, psi, mu, alpha):
     log_p0 = -alpha * pt.log1p(mu / alpha)
     # log(1 - p0): log1mexp's second derivative is inf/inf where p0 underflows, and switch
     # gradients carry both branches, so each branch only ever sees inputs it handles.
-    trunc = pt.switch(log_p0 < -30.0, -pt.exp(log_p0), pt.log1mexp(pt.clip(log_p0, -30.0, -1e-12)))
+    trunc = pt.switch(log_p0 < -30.0, -pt.exp(log_p0), pt.log1mexp(pt.maximum(pt.minimum(log_p0, -1e-12), -30.0)))
     return pt.switch(pt.eq(value, 0), pt.log1p(-psi), pt.log(psi) + nb - trunc)
 
 
@@ -352,6 +352,21 @@ class ZeroInflationNormal:
         return h["zi_mu"], h["zi_sigma"]
 
 
+@dataclass(frozen=True)
+class ZeroLogitFixed:
+    """Fixed ``logit_zero ~ Normal(mu, sigma)``: one response's own zero probability (tidy models)."""
+
+    mu: float = -1.0
+    sigma: float = 3.0
+    kind: ClassVar[str] = "prior"
+
+    def hyper(self, n: int) -> dict[str, Hyper]:
+        return {}
+
+    def loc_scale(self, h, ctx):
+        return pt.as_tensor(self.mu), pt.as_tensor(self.sigma)
+
+
 # --------------------------------------------------------------------------- registry
 
 #: section name -> {part name -> part class}; the only code a spec can reach.
@@ -362,7 +377,7 @@ REGISTRY: dict[str, dict[str, type]] = {
     "intercept": {"normal": NormalPrior},
     "coefficients": {"scale_mixture": ScaleMixture, "normal_learned_scale": NormalLearnedScale, "normal": NormalPrior},
     "dispersion": {"trend": DispersionTrend, "normal": LogDispersionNormal},
-    "zero_inflation": {"normal": ZeroInflationNormal},
+    "zero_inflation": {"normal": ZeroInflationNormal, "fixed": ZeroLogitFixed},
 }
 
 
