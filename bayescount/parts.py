@@ -315,18 +315,11 @@ class DispersionTrend:
 
 
 @dataclass(frozen=True)
-class LogDispersionNormal:
+class LogDispersionNormal(NormalPrior):
     """Fixed ``log dispersion ~ Normal(mu, sigma)``: a free dispersion per response (tidy ``nb``)."""
 
     mu: float = math.log(0.1)
     sigma: float = 3.0
-    kind: ClassVar[str] = "prior"
-
-    def hyper(self, n: int) -> dict[str, Hyper]:
-        return {}
-
-    def loc_scale(self, h, ctx):
-        return pt.as_tensor(self.mu), pt.as_tensor(self.sigma)
 
 
 @dataclass(frozen=True)
@@ -353,18 +346,11 @@ class ZeroInflationNormal:
 
 
 @dataclass(frozen=True)
-class ZeroLogitFixed:
+class ZeroLogitFixed(NormalPrior):
     """Fixed ``logit_zero ~ Normal(mu, sigma)``: one response's own zero probability (tidy models)."""
 
     mu: float = -1.0
     sigma: float = 3.0
-    kind: ClassVar[str] = "prior"
-
-    def hyper(self, n: int) -> dict[str, Hyper]:
-        return {}
-
-    def loc_scale(self, h, ctx):
-        return pt.as_tensor(self.mu), pt.as_tensor(self.sigma)
 
 
 # --------------------------------------------------------------------------- registry
