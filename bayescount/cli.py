@@ -41,6 +41,7 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--out", help="write the LFC table here (CSV, or TSV for .tsv); default: print top genes")
     f.add_argument("--save", help="save the fit (ArviZ DataTree) to this netCDF file")
     f.add_argument("--seed", type=int, default=None, help="random seed (recorded in the fit)")
+    f.add_argument("--weights", help="sample-table column of observation weights (precision, not class balance)")
     f.add_argument("--size-factors", default=None, choices=["ratio", "poscounts", "none"],
                    help="default: ratio (poscounts for cell-level .h5ad counts)")
     f.add_argument("--draws", type=int, default=None, help="posterior draws (default: 200 MAP, 1000 NUTS/ADVI)")
@@ -119,6 +120,8 @@ def cmd_fit(args) -> int:
     elif args.coef:
         contrast = args.coef
     datasets = _read_fit_input(args)
+    if args.weights:
+        datasets = {name: data.with_weights(args.weights) for name, data in datasets.items()}
     # Resolve the contrast before fitting so a typo costs nothing.
     for data in datasets.values():
         data.design.contrast_vector(contrast, data.samples)

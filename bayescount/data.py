@@ -7,6 +7,7 @@ what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -69,6 +70,7 @@ class CountData:
     offset: np.ndarray
     n_dropped_zero: int = 0
     flags: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
+    weights: np.ndarray | None = None  # (genes, obs) observation weights, or None
 
     @property
     def n_genes(self) -> int:
@@ -226,7 +228,60 @@ class CountData:
             offset=self.offset,
             n_dropped_zero=self.n_dropped_zero,
             flags=self.flags[index],
+            weights=None if self.weights is None else self.weights[index],
         )
+
+    def with_weights(self, weights) -> "CountData":
+        """A copy whose observations carry likelihood weights.
+
+        Parameters
+        ----------
+        weights : str, array-like or pandas.DataFrame
+            A sample-table column (one weight per sample), a vector over
+            samples, or a genes x samples matrix (DataFrame aligned by gene and
+            sample ids, or an array in this object's order).
+
+        Weights multiply each observation's log-likelihood. They express
+        *precision* (a sample known to be noisier, an observation that stands
+        for several): a weight of 2 is the same as the observation twice. They
+        are not a fix for unequal group sizes, which the likelihood already
+        handles (see the DESeq2 support thread in the project brief).
+
+        Examples
+        --------
+        >>> import numpy as np, pandas as pd
+        >>> c = pd.DataFrame({"s1": [5, 0], "s2": [3, 1]}, index=["g1", "g2"])
+        >>> d = CountData.from_pandas(c, pd.DataFrame({"w": [1.0, 0.5]}, index=["s1", "s2"]),
+        ...                           size_factors="none").with_weights("w")
+        >>> d.weights.tolist()
+        [[1.0, 0.5], [1.0, 0.5]]
+        """
+        if isinstance(weights, str):
+            if weights not in self.samples.columns:
+                raise InputError(f"weights column {weights!r} not in the sample table; columns: "
+                                 f"{list(self.samples.columns)}")
+            w = np.broadcast_to(pd.to_numeric(self.samples[weights], errors="coerce").to_numpy(float),
+                                self.counts.shape)
+        elif isinstance(weights, pd.DataFrame):
+            missing = self.genes.difference(weights.index.map(str)).tolist()[:3] + \
+                self.obs.difference(weights.columns.map(str)).tolist()[:3]
+            if missing:
+                raise InputError(f"weights matrix lacks genes/samples {missing}; give one weight per count")
+            frame = weights.copy()
+            frame.index, frame.columns = frame.index.map(str), frame.columns.map(str)
+            w = frame.loc[self.genes, self.obs].to_numpy(float)
+        else:
+            w = np.asarray(weights, dtype=float)
+            if w.shape == (self.n_obs,):
+                w = np.broadcast_to(w, self.counts.shape)
+            elif w.shape != self.counts.shape:
+                raise InputError(f"weights must have {self.n_obs} values (one per sample) or shape "
+                                 f"{self.counts.shape} (genes x samples), got {w.shape}")
+        if not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise InputError("weights must be finite and >= 0 (missing, negative or infinite values found)")
+        if np.any(w.sum(axis=1) == 0):
+            raise InputError("some genes have weight 0 in every sample; give them positive weights or drop them")
+        return dataclasses.replace(self, weights=np.ascontiguousarray(w, dtype=float))
 
     def summary(self) -> dict:
         """Plain numbers describing the data, for logs and reports."""

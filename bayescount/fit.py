@@ -78,6 +78,8 @@ def fit(
         raise InputError(f"unknown method {method!r}; use one of {METHODS}")
     if not isinstance(data, CountData):
         raise InputError("data must be a CountData (see CountData.from_pandas / from_csv)")
+    if data.weights is not None and log_likelihood and method != "map":
+        raise InputError("log_likelihood with observation weights is available on the MAP path only for now")
     spec = load_spec(model, priors) if not isinstance(model, Spec) else model.with_overrides(priors)
     seed = int(np.random.SeedSequence().entropy % (2**31)) if random_seed is None else int(random_seed)
     lay = layout(spec, data)
@@ -118,6 +120,7 @@ def _constant_data(data: CountData) -> xr.Dataset:
             "size_factors": ("obs", data.size_factors),
             "base_mean": ("gene", data.base_mean),
             "flags": ("gene", data.flags.astype(str).astype(object)),
+            **({} if data.weights is None else {"weights": (("gene", "obs"), data.weights)}),
         },
         coords={"gene": np.asarray(data.genes, dtype=object), "obs": np.asarray(data.obs, dtype=object),
                 "coef": list(data.design.coef)},
@@ -208,8 +211,11 @@ def _pymc_tree(spec, data, method, seed, draws, log_likelihood, progress, tune, 
         else:
             from pymc.variational.callbacks import CheckParametersConvergence
 
+            # Start narrow: with wide priors (a tidy model's Normal(0, 10)) the default initial
+            # sd of 0.7 on the standardized scale puts exp(eta) far out of range.
+            start_sigma = {v.name: 0.05 for v in model.value_vars}
             approx = pm.fit(n=advi_steps, method="advi", obj_optimizer=pm.adam(learning_rate=advi_learning_rate),
-                            random_seed=seed, progressbar=progress,
+                            random_seed=seed, progressbar=progress, start_sigma=start_sigma,
                             callbacks=[CheckParametersConvergence(diff="absolute", tolerance=1e-3, every=500)])
             tree = approx.sample(draws or 1000, random_seed=seed)
             hist = np.asarray(approx.hist, dtype=float)

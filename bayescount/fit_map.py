@@ -453,5 +453,5 @@ def pointwise_loglik(spec: Spec, data: CountData, lay: Layout, theta_draws: np.n
     out = np.empty((theta_draws.shape[0], data.n_genes, data.n_obs))
     for d in range(theta_draws.shape[0]):
         eta, params = prob._eta_params(theta_draws[d], rows)
-        out[d] = prob.pointwise(prob.y, eta, *params)
+        out[d] = prob.pointwise(prob.y, eta, *params) * (1.0 if prob.w is None else prob.w)
     return out

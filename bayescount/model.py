@@ -149,7 +149,13 @@ def build_model(spec: Spec, data: CountData) -> pm.Model:
             zp = pm.Normal(f"{pname}_z", 0.0, 1.0, dims="gene")
             params[pname] = pm.Deterministic(pname, locs[P + i] + scales[P + i] * zp, dims="gene")
         eta = offset[None, :] + pt.dot(beta, X.T)
-        spec.likelihood.observe("counts", eta, params, observed=data.counts, dims=("gene", "obs"))
+        if data.weights is None:
+            spec.likelihood.observe("counts", eta, params, observed=data.counts, dims=("gene", "obs"))
+        else:
+            # Weighted observations: each log-density term times its weight, as a potential.
+            W = pm.Data("weights", data.weights, dims=("gene", "obs"))
+            dist = spec.likelihood.dist(eta, {k: v[:, None] for k, v in params.items()})
+            pm.Potential("weighted_counts", pt.sum(W * pm.logp(dist, data.counts)))
         spec.likelihood.deterministics(params)
     return model
 

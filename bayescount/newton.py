@@ -66,6 +66,7 @@ class GeneProblem:
     def __init__(self, spec: Spec, data: CountData, lay: Layout):
         self.full, self.value, self.pointwise, self.compile_seconds = likelihood_kernel(spec.likelihood)
         self.y = data.counts.astype(float)
+        self.w = data.weights
         self.X = data.design.matrix
         self.offset = data.offset
         self.P = lay.n_coef
@@ -80,6 +81,8 @@ class GeneProblem:
 
     def loglik(self, theta, rows):
         eta, params = self._eta_params(theta, rows)
+        if self.w is not None:
+            return np.sum(self.w[rows] * self.pointwise(self.y[rows], eta, *params), axis=1)
         return self.value(self.y[rows], eta, *params)
 
     def logpost(self, theta, rows, loc, scale):
@@ -89,6 +92,10 @@ class GeneProblem:
     def derivs(self, theta, rows, loc, scale):
         eta, params = self._eta_params(theta, rows)
         out = self.full(self.y[rows], eta, *params)
+        if self.w is not None:
+            # Observation weights scale each term of the log-likelihood and its derivatives.
+            w = self.w[rows]
+            out = [o * w for o in out]
         P, Q, X = self.P, self.Q, self.X
         lp, d1, d2 = out[0], out[1 : 2 + Q], out[2 + Q :]
         g = np.empty((len(rows), self.K))

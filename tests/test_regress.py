@@ -113,3 +113,13 @@ def test_cli_regress_bad_input(counts, tmp_path, capsys, formula, model, message
     assert rc == 2 and not out.exists()
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+@pytest.mark.slow
+def test_regress_advi_agrees_with_map(counts):
+    """ADVI on a wide-prior one-response model (starts narrow, so exp(eta) stays in range)."""
+    formula = "po ~ x + grp + offset(log(exposure))"
+    _, by_map = regress(counts, formula, model="poisson", random_seed=1)
+    _, by_advi = regress(counts, formula, model="poisson", method="advi", random_seed=1, draws=300)
+    np.testing.assert_allclose(by_advi["mean"], by_map["mean"], atol=3 * by_map["sd"].max())
+    assert by_advi.attrs["loglik"] == pytest.approx(by_map.attrs["loglik"], abs=5.0)
