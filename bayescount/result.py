@@ -185,6 +185,13 @@ class Fit:
 
         Columns: ``gene``, ``dispersion`` (NB templates) and ``zero_prob`` (the
         structural-zero probability of zero-inflated templates), plus ``flag``.
+
+        Examples
+        --------
+        >>> from bayescount import simulate, fit
+        >>> sim = simulate(n_genes=100, n_per_group=3, random_seed=4)
+        >>> fit(sim.data, method="map", random_seed=4).gene_summary().columns.tolist()
+        ['gene', 'dispersion', 'flag']
         """
         from scipy.special import expit
 

@@ -128,6 +128,15 @@ def read_cells(source, design: str, layer: str | None = None, size_factors="posc
     The genes x cells matrix is assembled block by block from the file;
     size factors default to ``poscounts`` because single-cell counts are
     mostly zeros.
+
+    Examples
+    --------
+    >>> import anndata as ad, numpy as np, pandas as pd
+    >>> obs = pd.DataFrame({"condition": ["x", "x", "y", "y"]}, index=["c1", "c2", "c3", "c4"])
+    >>> a = ad.AnnData(np.array([[1, 0], [2, 3], [0, 4], [5, 1]], dtype=float), obs=obs)
+    >>> d = read_cells(a, design="~ condition")
+    >>> d.n_genes, d.n_obs
+    (2, 4)
     """
     with _open(source, layer) as m:
         counts = np.zeros((m.shape[1], m.shape[0]), dtype=np.int64)
