@@ -22,7 +22,7 @@ from .errors import InputError, ResultIntegrityError, SpecError
 from .fit import fit
 from .model import build_model
 from .result import Fit
-from .simulate import Simulation, simulate
+from .simulate import Simulation, simulate, simulate_cells
 from .singlecell import pseudobulk, read_cells
 from .spec import list_templates, load_spec
 
@@ -31,5 +31,5 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 __all__ = [
     "CountData", "Fit", "InputError", "ResultIntegrityError", "Simulation", "SpecError",
     "build_design", "build_model", "compute_size_factors", "fit", "list_templates", "load_spec", "pseudobulk",
-    "read_cells", "simulate",
+    "read_cells", "simulate", "simulate_cells",
 ]

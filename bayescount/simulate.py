@@ -178,3 +178,68 @@ def simulate(
         hurdle=None if hurdle is None else list(hurdle), random_seed=random_seed,
     )
     return Simulation(counts=counts, samples=samples[["group"]], truth=truth, params=params)
+
+
+def simulate_cells(n_genes: int = 300, n_donors_per_group: int = 4, cells_per_donor: int = 250,
+                   donor_sd: float = 0.3, frac_de: float = 0.0, lfc_sd: float = 1.0,
+                   mean_log: float = 0.0, mean_log_sd: float = 1.0, dispersion: float = 0.2,
+                   random_seed: int | None = None) -> Simulation:
+    """Cell-level counts with donor effects: the pseudo-replication setting.
+
+    Each gene's log mean in donor ``d`` is ``log mu0_g + lfc_g [condition B]
+    + u_gd`` with donor effects ``u_gd ~ N(0, donor_sd)``; each cell draws
+    ``NB(mu * library size, dispersion)`` with log-normal library sizes (sd 0.3).
+    Cells of one donor share ``u_gd``, so they are not independent replicates
+    of the condition.
+
+    Parameters
+    ----------
+    n_genes, n_donors_per_group, cells_per_donor : int
+    donor_sd : float
+        Sd of the donor effects on the log mean (known truth for RE templates).
+    frac_de, lfc_sd : float
+        Fraction of genes with a condition effect and the sd of their log2 fold change.
+    mean_log, mean_log_sd : float
+        Per-cell mean counts are log-normal with these parameters.
+    dispersion : float
+        NB dispersion of cells around their donor mean.
+    random_seed : int
+
+    Returns
+    -------
+    Simulation
+        ``counts`` genes x cells; ``samples`` per cell: ``donor``,
+        ``condition`` (``A``/``B``) and ``group`` (= condition); ``truth`` per
+        gene: ``true_base_mean``, ``true_log2fc``, ``is_de``, ``true_donor_sd``;
+        ``design`` ``"~ condition"``.
+
+    Examples
+    --------
+    >>> sim = simulate_cells(n_genes=20, n_donors_per_group=2, cells_per_donor=10, random_seed=0)
+    >>> sim.counts.shape, sim.samples.donor.nunique()
+    ((20, 40), 4)
+    """
+    rng = np.random.default_rng(random_seed)
+    n_donors = 2 * n_donors_per_group
+    donors = [f"d{i}" for i in range(n_donors)]
+    condition = np.repeat(["A", "B"], n_donors_per_group)
+    mu0 = np.exp(rng.normal(mean_log, mean_log_sd, n_genes))
+    is_de = rng.random(n_genes) < frac_de
+    lfc = np.where(is_de, rng.normal(0.0, lfc_sd, n_genes), 0.0)
+    u = rng.normal(0.0, donor_sd, (n_genes, n_donors))
+    log_mu_donor = np.log(mu0)[:, None] + np.log(2.0) * lfc[:, None] * (condition == "B")[None, :] + u
+    cell_donor = np.repeat(np.arange(n_donors), cells_per_donor)
+    lib = np.exp(rng.normal(0.0, 0.3, cell_donor.size))
+    mu = np.exp(log_mu_donor[:, cell_donor]) * lib[None, :]
+    size = 1.0 / dispersion
+    y = rng.negative_binomial(size, size / (size + mu))
+    cells = pd.Index([f"cell{i:05d}" for i in range(cell_donor.size)], name="cell")
+    genes = pd.Index([f"gene{i:05d}" for i in range(n_genes)], name="gene")
+    samples = pd.DataFrame({"donor": np.array(donors)[cell_donor], "condition": condition[cell_donor]}, index=cells)
+    samples["group"] = samples["condition"]
+    truth = pd.DataFrame({"true_base_mean": mu0, "true_log2fc": lfc, "is_de": is_de,
+                          "true_donor_sd": donor_sd}, index=genes)
+    params = dict(n_genes=n_genes, n_donors_per_group=n_donors_per_group, cells_per_donor=cells_per_donor,
+                  donor_sd=donor_sd, frac_de=frac_de, lfc_sd=lfc_sd, dispersion=dispersion, random_seed=random_seed)
+    return Simulation(counts=pd.DataFrame(y.astype(np.int64), index=genes, columns=cells), samples=samples,
+                      truth=truth, params=params, design="~ condition")
