@@ -23,8 +23,10 @@ import math
 from dataclasses import dataclass
 from typing import ClassVar
 
+import numpy as np
 import pymc as pm
 import pytensor.tensor as pt
+from scipy import special
 
 # --------------------------------------------------------------------- hyperparameters
 
@@ -56,36 +58,69 @@ class Hyper:
 # ------------------------------------------------------------------------ likelihoods
 
 
+#: Gene parameter -> (name on the natural scale, numpy map, pytensor map).
+NATURAL_SCALE = {
+    "log_dispersion": ("dispersion", np.exp, pt.exp),
+    "logit_zero": ("zero_prob", special.expit, pt.sigmoid),
+}
+
+
+class _Likelihood:
+    """Shared mechanics: subclasses say which distribution and with what arguments.
+
+    ``dist`` (elementwise, for the MAP kernels) and ``observe`` (the PyMC
+    model, gene parameters broadcast over observations) build the same
+    distribution from :meth:`_make`, so the math is written once.
+    """
+
+    kind: ClassVar[str] = "likelihood"
+    gene_params: ClassVar[tuple[str, ...]] = ()
+    prior_slots: ClassVar[dict[str, str]] = {}
+
+    def _make(self, eta, params, **named):  # pragma: no cover - every part overrides it
+        raise NotImplementedError
+
+    def dist(self, eta, params):
+        return self._make(eta, params)
+
+    def observe(self, name, eta, params, observed, dims):
+        columns = {k: v[:, None] for k, v in params.items()}
+        return self._make(eta, columns, name=name, observed=observed, dims=dims)
+
+    def deterministics(self, params):
+        for pname in self.gene_params:
+            label, _, to_natural = NATURAL_SCALE[pname]
+            pm.Deterministic(label, to_natural(params[pname]), dims="gene")
+
+
+def _build(family, named, **kwargs):
+    """``family.dist(**kwargs)``, or the named, observed variable when ``named`` is given."""
+    if named:
+        return family(named.pop("name"), **kwargs, **named)
+    return family.dist(**kwargs)
+
+
+def _nb_args(eta, params):
+    return {"mu": pt.exp(eta), "alpha": pt.exp(-params["log_dispersion"])}
+
+
 @dataclass(frozen=True)
-class NegativeBinomial:
+class NegativeBinomial(_Likelihood):
     """``y ~ NB(mu = exp(eta), dispersion)``, var = mu + dispersion * mu**2.
 
     The per-gene parameter is ``log_dispersion`` (DESeq2's dispersion is
     ``1 / alpha`` of :class:`pymc.NegativeBinomial`).
     """
 
-    kind: ClassVar[str] = "likelihood"
     gene_params: ClassVar[tuple[str, ...]] = ("log_dispersion",)
     prior_slots: ClassVar[dict[str, str]] = {"log_dispersion": "dispersion"}
 
-    def dist(self, eta, params):
-        return pm.NegativeBinomial.dist(mu=pt.exp(eta), alpha=pt.exp(-params["log_dispersion"]))
-
-    def observe(self, name, eta, params, observed, dims):
-        return pm.NegativeBinomial(
-            name,
-            mu=pt.exp(eta),
-            alpha=pt.exp(-params["log_dispersion"])[:, None],
-            observed=observed,
-            dims=dims,
-        )
-
-    def deterministics(self, params):
-        pm.Deterministic("dispersion", pt.exp(params["log_dispersion"]), dims="gene")
+    def _make(self, eta, params, **named):
+        return _build(pm.NegativeBinomial, named, **_nb_args(eta, params))
 
 
 @dataclass(frozen=True)
-class ZeroInflatedNegativeBinomial:
+class ZeroInflatedNegativeBinomial(_Likelihood):
     """``y ~ pi_g * 0 + (1 - pi_g) * NB(mu = exp(eta), dispersion)``.
 
     Gene parameters: ``log_dispersion`` and ``logit_zero`` (the log-odds of a
@@ -95,27 +130,12 @@ class ZeroInflatedNegativeBinomial:
     log fold changes of the overall mean ``(1 - pi_g) mu``.
     """
 
-    kind: ClassVar[str] = "likelihood"
     gene_params: ClassVar[tuple[str, ...]] = ("log_dispersion", "logit_zero")
     prior_slots: ClassVar[dict[str, str]] = {"log_dispersion": "dispersion", "logit_zero": "zero_inflation"}
 
-    def dist(self, eta, params):
-        return pm.ZeroInflatedNegativeBinomial.dist(
-            psi=pt.sigmoid(-params["logit_zero"]), mu=pt.exp(eta), alpha=pt.exp(-params["log_dispersion"]))
-
-    def observe(self, name, eta, params, observed, dims):
-        return pm.ZeroInflatedNegativeBinomial(
-            name,
-            psi=pt.sigmoid(-params["logit_zero"])[:, None],
-            mu=pt.exp(eta),
-            alpha=pt.exp(-params["log_dispersion"])[:, None],
-            observed=observed,
-            dims=dims,
-        )
-
-    def deterministics(self, params):
-        pm.Deterministic("dispersion", pt.exp(params["log_dispersion"]), dims="gene")
-        pm.Deterministic("zero_prob", pt.sigmoid(params["logit_zero"]), dims="gene")
+    def _make(self, eta, params, **named):
+        return _build(pm.ZeroInflatedNegativeBinomial, named, psi=pt.sigmoid(-params["logit_zero"]),
+                      **_nb_args(eta, params))
 
 
 def _hurdle_nb_logp(value, psi, mu, alpha):
@@ -134,8 +154,6 @@ def _hurdle_nb_logp(value, psi, mu, alpha):
 
 
 def _hurdle_nb_random(psi, mu, alpha, rng=None, size=None):
-    import numpy as np
-
     rng = rng if rng is not None else np.random.default_rng()
     shape = size if size is not None else np.broadcast_shapes(np.shape(psi), np.shape(mu), np.shape(alpha))
     psi, mu, alpha = (np.broadcast_to(a, shape) for a in (psi, mu, alpha))
@@ -149,7 +167,7 @@ def _hurdle_nb_random(psi, mu, alpha, rng=None, size=None):
 
 
 @dataclass(frozen=True)
-class HurdleNegativeBinomial:
+class HurdleNegativeBinomial(_Likelihood):
     """``P(y = 0) = pi_g``; ``y > 0`` follows the zero-truncated ``NB(mu = exp(eta), dispersion)``.
 
     Gene parameters: ``log_dispersion`` and ``logit_zero`` (the log-odds of a
@@ -158,47 +176,24 @@ class HurdleNegativeBinomial:
     mean of the positive part.
     """
 
-    kind: ClassVar[str] = "likelihood"
     gene_params: ClassVar[tuple[str, ...]] = ("log_dispersion", "logit_zero")
     prior_slots: ClassVar[dict[str, str]] = {"log_dispersion": "dispersion", "logit_zero": "zero_inflation"}
 
-    @staticmethod
-    def _args(eta, params, column=False):
-        psi = pt.sigmoid(-params["logit_zero"])
-        alpha = pt.exp(-params["log_dispersion"])
-        if column:
-            psi, alpha = psi[:, None], alpha[:, None]
-        return psi, pt.exp(eta), alpha
-
-    def dist(self, eta, params):
-        return pm.CustomDist.dist(*self._args(eta, params), logp=_hurdle_nb_logp, random=_hurdle_nb_random,
-                                  dtype="int64", class_name="HurdleNB")
-
-    def observe(self, name, eta, params, observed, dims):
-        return pm.CustomDist(name, *self._args(eta, params, column=True), logp=_hurdle_nb_logp,
-                             random=_hurdle_nb_random, dtype="int64", observed=observed, dims=dims)
-
-    def deterministics(self, params):
-        pm.Deterministic("dispersion", pt.exp(params["log_dispersion"]), dims="gene")
-        pm.Deterministic("zero_prob", pt.sigmoid(params["logit_zero"]), dims="gene")
+    def _make(self, eta, params, **named):
+        nb = _nb_args(eta, params)
+        args = (pt.sigmoid(-params["logit_zero"]), nb["mu"], nb["alpha"])
+        kw = dict(logp=_hurdle_nb_logp, random=_hurdle_nb_random, dtype="int64")
+        if named:
+            return pm.CustomDist(named.pop("name"), *args, **kw, **named)
+        return pm.CustomDist.dist(*args, **kw, class_name="HurdleNB")
 
 
 @dataclass(frozen=True)
-class Poisson:
+class Poisson(_Likelihood):
     """``y ~ Poisson(exp(eta))``: the baseline with no overdispersion."""
 
-    kind: ClassVar[str] = "likelihood"
-    gene_params: ClassVar[tuple[str, ...]] = ()
-    prior_slots: ClassVar[dict[str, str]] = {}
-
-    def dist(self, eta, params):
-        return pm.Poisson.dist(mu=pt.exp(eta))
-
-    def observe(self, name, eta, params, observed, dims):
-        return pm.Poisson(name, mu=pt.exp(eta), observed=observed, dims=dims)
-
-    def deterministics(self, params):
-        pass
+    def _make(self, eta, params, **named):
+        return _build(pm.Poisson, named, mu=pt.exp(eta))
 
 
 # ------------------------------------------------------------------------ gene priors

@@ -193,14 +193,12 @@ class Fit:
         >>> fit(sim.data, method="map", random_seed=4).gene_summary().columns.tolist()
         ['gene', 'dispersion', 'flag']
         """
-        from scipy.special import expit
+        from .parts import NATURAL_SCALE
 
         out = pd.DataFrame({"gene": self.genes})
-        natural = {"log_dispersion": ("dispersion", np.exp), "logit_zero": ("zero_prob", expit)}
         post = self.idata["posterior"]
-        params = list(self.spec.likelihood.gene_params)
-        for pname in params:
-            col, fn = natural[pname]
+        for pname in self.spec.likelihood.gene_params:
+            col, fn, _ = NATURAL_SCALE[pname]
             if self.has_group("laplace"):
                 lap = self.idata["laplace"]
                 k = list(lap["param"].values).index(pname)
