@@ -33,7 +33,7 @@ from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries
 from .progress import progress_bar
 from .quadrature import component_slots, conditional_block, dispersion_nodes, node_prior, slot_covariance
 from .spec import Spec
-from .stats import mixture_weights_em
+from .stats import mixture_weights
 
 log = logging.getLogger(__name__)
 
@@ -260,11 +260,16 @@ def _weak_fit(prob, data, lay, pr: _Priors, start=None):
     return theta, cov, table, conv & pd_ok & table.ok, n_iter
 
 
-def _coef_summaries(table, pr: _Priors, keep):
-    """Gaussian likelihood summaries of the conditional block with the log-dispersion integrated out."""
+def _node_moments(table, pr: _Priors):
+    """Mean and covariance of the conditional block under the weak prior, log-dispersion integrated out."""
     w = table.base + node_prior(table, pr.loc_d, pr.scale_d)
     w = np.exp(w - w.max(axis=1, keepdims=True))
-    mean, cov = mixture_moments(table.b, spd_inverse(table.prec), w / w.sum(axis=1, keepdims=True))
+    return mixture_moments(table.b, spd_inverse(table.prec), w / w.sum(axis=1, keepdims=True))
+
+
+def _coef_summaries(table, pr: _Priors, keep):
+    """Gaussian likelihood summaries of the conditional block with the log-dispersion integrated out."""
+    mean, cov = _node_moments(table, pr)
     return summaries_from_cov(mean, cov, pr.loc[:, pr.cond], pr.wscale[:, pr.cond], keep)
 
 
@@ -309,17 +314,16 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
     # Groups driven by hyperparameters other than the trend (tau, zero-inflation) use Gaussian
     # summaries of the conditional block; the log-dispersion (index P) uses the quadrature.
     block_groups = [ks for ks in hf.driven if not (prob.Q and np.any(ks == P))]
+    pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
     if block_groups:
-        pr0 = _Priors(hf.prior_fn, lay, u, data.base_mean)
-        xs, ss, ms = _coef_summaries(table, pr0, keep)
-        pos = {int(k): i for i, k in enumerate(pr0.cond)}
+        xs, ss, ms = _coef_summaries(table, pr, keep)
+        pos = {int(k): i for i, k in enumerate(pr.cond)}
         for ks in block_groups:
             cols = [pos[int(k)] for k in ks]
             xhat[:, ks], s2[:, ks], mask[:, ks] = xs[:, cols], ss[:, cols], ms[:, cols]
-    # With a mixture prior the components' scales are fixed: the swap does not change with u.
-    fixed_ratio = None
-    if mix is not None:
-        fixed_ratio, _ = component_slots(table, _Priors(hf.prior_fn, lay, u, data.base_mean).component_precisions())
+    # The prior swap moves with u only through hyperparameter-driven block coordinates
+    # (tau, the zero-inflation scale); without them it is computed once.
+    fixed_ratio = None if block_groups else component_slots(table, pr.component_precisions())[0]
     for _ in range(max_rounds):
         pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
         log_ratio = fixed_ratio if fixed_ratio is not None else component_slots(table, pr.component_precisions())[0]
@@ -327,7 +331,7 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
         if mix is not None:
             lp_d = node_prior(table, pr.loc_d, pr.scale_d)
             comp_ll = logsumexp(table.base[:, :, None] + lp_d[:, :, None] + log_ratio, axis=1)
-            new_pi = mixture_weights_em(None, None, None, pr.grid, mix.concentration(), pi0=pi,
+            new_pi = mixture_weights(None, None, None, pr.grid, mix.concentration(), pi0=pi,
                                         loglik=np.where(keep[:, None], comp_ll, -np.inf))
             change = np.max(np.abs(new_pi - pi))
             pi = new_pi
@@ -391,8 +395,7 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool):
         covs[:, :, P, P] = 1e-12
     # Wald tests: the weak-prior (near-MLE) mode, its coefficient covariance with the gene
     # parameter integrated out, as DESeq2 tests its MLE.
-    wn = np.exp((table.base + lp_d) - (table.base + lp_d).max(axis=1, keepdims=True))
-    _, cov_int = mixture_moments(table.b, spd_inverse(table.prec), wn / wn.sum(axis=1, keepdims=True))
+    _, cov_int = _node_moments(table, pr)
     mle_cov = wcov.copy()
     mle_cov[:, cond[:, None], cond[None, :]] = cov_int
     # The posterior mode (under each gene's heaviest prior component) and its curvature.

@@ -19,10 +19,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._linalg import backward, cholesky, forward, spd_inverse
+from .newton import MAX_STEP
 
 N_NODES = 7
 _GH_X, _GH_W = np.polynomial.hermite.hermgauss(N_NODES)
-MAX_STEP = 5.0
 _LOG2PI = np.log(2.0 * np.pi)
 
 
@@ -96,16 +96,22 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int = 2) -> N
         for s in range(n_steps):
             ll, g, H = prob.derivs(th, rows, loc, wscale)
             A = -H[block]
-            step = np.linalg.solve(A, g[:, cond, None])[..., 0]
+            # Not positive definite -> NaN factors -> the gene falls back to one node below.
+            with np.errstate(invalid="ignore", divide="ignore"):
+                L = cholesky(A)
+                step = backward(L, forward(L, g[:, cond]))
+            # Keep those genes' parameters finite (the kernels refuse NaN); their NaN
+            # log-determinant still marks them.
+            step[~np.all(np.isfinite(step), axis=1)] = 0.0
             if s < n_steps - 1:
                 big = np.abs(step).max(axis=1)
                 th[:, cond] += step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
-        sign, logdet = np.linalg.slogdet(A)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            logdet = 2.0 * np.sum(np.log(np.einsum("gkk->gk", L)), axis=1)
         # Log density at the conditional mode from the last step's quadratic model.
         f = ll + _log_normal(th[:, cond], bl, bs).sum(axis=1) + 0.5 * np.einsum("gk,gk->g", g[:, cond], step)
         log_q = _log_normal(d[:, i], theta[:, P], sd_q)
-        base[:, i] = (f + 0.5 * m * _LOG2PI - 0.5 * logdet - log_q + np.log(_GH_W[i] / np.sqrt(np.pi))
-                      + np.where(sign > 0, 0.0, np.nan))
+        base[:, i] = f + 0.5 * m * _LOG2PI - 0.5 * logdet - log_q + np.log(_GH_W[i] / np.sqrt(np.pi))
         b[:, i] = th[:, cond] + step
         prec[:, i] = A
     ok = np.all(np.isfinite(base), axis=1) & np.all(np.isfinite(b), axis=(1, 2))

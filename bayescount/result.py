@@ -130,14 +130,8 @@ class Fit:
         out["log2fc"], out["log2fc_sd"], out["hdi_low"], out["hdi_high"] = mean, sd, lo, hi
         out["lfsr"] = lfsr
         out["svalue"] = svalue(lfsr)
-        if self.has_group("laplace") and "log_dispersion" in self.idata["laplace"]["param"].values:
-            lap = self.idata["laplace"]
-            k = list(lap["param"].values).index("log_dispersion")
-            out["dispersion"] = np.sum(lap["mix_weight"].values * np.exp(lap["mix_mode"].values[..., k]), axis=1)
-        elif "dispersion" in post:
-            out["dispersion"] = post["dispersion"].mean(("chain", "draw")).values
-        else:
-            out["dispersion"] = np.nan
+        genes = self.gene_summary()
+        out["dispersion"] = genes["dispersion"].to_numpy() if "dispersion" in genes else np.nan
         out["flag"] = self._flags()
         if self.has_group("laplace"):
             from scipy import stats

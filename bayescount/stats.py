@@ -59,7 +59,7 @@ def bh_adjust(pvalues: np.ndarray) -> np.ndarray:
     return stats.false_discovery_control(np.asarray(pvalues, dtype=float), method="bh")
 
 
-def mixture_weights_em(xhat, s2, mask, grid, concentration, pi0=None, max_iter=500, tol=1e-12, loglik=None):
+def mixture_weights(xhat, s2, mask, grid, concentration, pi0=None, max_iter=500, tol=1e-12, loglik=None):
     """Mixture weights of a gene-level scale mixture by penalized maximum likelihood (ash's estimator).
 
     Each gene's coefficients share one component ``k``: the marginal of the
@@ -80,7 +80,7 @@ def mixture_weights_em(xhat, s2, mask, grid, concentration, pi0=None, max_iter=5
     >>> import numpy as np
     >>> rng = np.random.default_rng(0)
     >>> x = np.r_[rng.normal(0, 0.1, 900), rng.normal(0, 2.0, 100)][:, None]
-    >>> pi = mixture_weights_em(x, np.full_like(x, 0.01), np.ones_like(x), np.array([0.01, 2.0]), np.ones(2))
+    >>> pi = mixture_weights(x, np.full_like(x, 0.01), np.ones_like(x), np.array([0.01, 2.0]), np.ones(2))
     >>> np.round(pi, 1)
     array([0.9, 0.1])
     """

@@ -15,7 +15,7 @@ from scipy.special import gammaln, logsumexp
 
 from bayescount._linalg import spd_inverse
 from bayescount.quadrature import NodeTable, component_slots, slot_covariance
-from bayescount.stats import mixture_weights_em
+from bayescount.stats import mixture_weights
 
 
 def _random_spd(rng, n, P):
@@ -112,7 +112,7 @@ def test_mixture_weights_are_the_penalized_maximum():
     x = rng.normal(0, np.array([0.0, 1.0, 3.0])[truth])
     s2 = rng.uniform(0.005, 0.02, x.size)
     x = x + rng.normal(0, np.sqrt(s2))
-    pi = mixture_weights_em(x[:, None], s2[:, None], np.ones((x.size, 1)), grid, conc)
+    pi = mixture_weights(x[:, None], s2[:, None], np.ones((x.size, 1)), grid, conc)
     var = grid[None, :] ** 2 + s2[:, None]
     lik = np.exp(-0.5 * x[:, None] ** 2 / var) / np.sqrt(var)
     # KKT of max sum log(lik @ pi) + sum (conc - 1) log pi on the simplex:
