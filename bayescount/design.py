@@ -13,6 +13,7 @@ import pandas as pd
 from formulaic import Formula, ModelSpec
 
 from .errors import InputError
+from .random_effects import RandomEffects, build_random_effects, split_formula
 
 log = logging.getLogger(__name__)
 
@@ -26,7 +27,7 @@ class Design:
     Attributes
     ----------
     formula : str
-        The formula as given, e.g. ``"~ group"``.
+        The formula as given, e.g. ``"~ group"`` or ``"~ group + (1|donor)"``.
     matrix : numpy.ndarray
         ``(n_obs, n_coef)`` float64 design matrix.
     coef : tuple of str
@@ -34,6 +35,9 @@ class Design:
     factors : dict
         Categorical variables used by the formula mapped to their levels
         (reference level first).
+    random : RandomEffects or None
+        Group-level terms such as ``(1|donor)``; ``matrix`` and ``coef``
+        hold the fixed effects only.
     """
 
     formula: str
@@ -41,6 +45,7 @@ class Design:
     coef: tuple[str, ...]
     factors: dict[str, tuple[str, ...]]
     model_spec: ModelSpec
+    random: RandomEffects | None = None
 
     @property
     def has_intercept(self) -> bool:
@@ -164,11 +169,12 @@ def build_design(formula: str, samples: pd.DataFrame) -> Design:
         if "~" in text:
             raise InputError(f"design formula {formula!r} must have no response; write it as '~ ...'")
         text = "~ " + text
-    if "|" in text:
-        raise InputError(
-            f"random effects in {formula!r} are not supported by this template; use a fixed-effects design"
-        )
     samples = prepare_factors(samples)
+    random = None
+    if "|" in text:
+        # Group-level terms such as (1|donor): formulae parses them; the fixed part goes on below.
+        random = build_random_effects(text, samples)
+        text = split_formula(text)[0]
     try:
         parsed = Formula(text)
         used = sorted(parsed.required_variables)
@@ -204,7 +210,7 @@ def build_design(formula: str, samples: pd.DataFrame) -> Design:
         for v in used
         if isinstance(samples[v].dtype, pd.CategoricalDtype)
     }
-    return Design(formula=formula, matrix=X, coef=coef, factors=factors, model_spec=mm.model_spec)
+    return Design(formula=formula, matrix=X, coef=coef, factors=factors, model_spec=mm.model_spec, random=random)
 
 
 def prepare_factors(samples: pd.DataFrame) -> pd.DataFrame:

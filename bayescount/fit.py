@@ -141,11 +141,17 @@ def _observed(data: CountData) -> xr.Dataset:
 
 def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec) -> xr.DataTree:
     genes = np.asarray(data.genes, dtype=object)
-    P = lay.n_coef
-    theta = laplace_draws(state, draws, seed)  # (draw, gene, K)
+    P, L = lay.n_coef, lay.n_linear
+    theta, slot = laplace_draws(state, draws, seed, return_slots=True)  # (draw, gene, K), (draw, gene)
     post = {"beta": (("chain", "draw", "gene", "coef"), theta[None, :, :, :P])}
+    if lay.re_terms:
+        post["re"] = (("chain", "draw", "gene", "re_coef"), theta[None, :, :, P:L])
+        # Each draw's scales are its slot's quadrature node.
+        log_sd = state.re_log_sd[np.arange(data.n_genes)[None, :], slot]  # (draw, gene, T)
+        post["log_re_sd"] = (("chain", "draw", "gene", "re_term"), log_sd[None])
+        post["re_sd"] = (("chain", "draw", "gene", "re_term"), np.exp(log_sd)[None])
     for i, pname in enumerate(lay.gene_params):
-        post[pname] = (("chain", "draw", "gene"), theta[None, :, :, P + i])
+        post[pname] = (("chain", "draw", "gene"), theta[None, :, :, L + i])
     if "log_dispersion" in lay.gene_params:
         post["dispersion"] = (("chain", "draw", "gene"), np.exp(post["log_dispersion"][1]))
     for name, value in state.hyper.items():
@@ -160,6 +166,9 @@ def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec) -> 
         coords["slope"] = list(lay.slopes)
     if lay.mixture is not None:
         coords["scale"] = lay.mixture.grid()
+    if lay.re_terms:
+        coords["re_coef"] = list(lay.re_coef)
+        coords["re_term"] = list(lay.re_terms)
     posterior = xr.Dataset(post, coords=coords)
     posterior.attrs["note"] = "Laplace draws around per-gene modes; shared hyperparameters are point estimates"
     names = list(lay.names)

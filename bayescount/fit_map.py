@@ -31,7 +31,8 @@ from .data import CountData
 from .model import Layout, layout, prior_loc_scale
 from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries_from_cov
 from .progress import progress_bar
-from .quadrature import component_slots, conditional_block, dispersion_nodes, node_prior, slot_covariance
+from .quadrature import (component_slots, conditional_block, dispersion_nodes, node_prior, scale_nodes,
+                         scale_posterior, slot_covariance)
 from .spec import Spec
 from .stats import mixture_weights
 
@@ -64,6 +65,7 @@ class MapState:
     n_iter: np.ndarray  # (G,) Newton iterations summed over sweeps
     loglik: np.ndarray  # (G,) log-likelihood at the mode
     names: tuple[str, ...]
+    re_log_sd: np.ndarray | None = None  # (G, C, T) random-effect log scales of each slot
     n_sweeps: int = 0
     timings: dict = field(default_factory=dict)
 
@@ -87,7 +89,7 @@ def _hyper_functions(spec: Spec, lay: Layout):
     xhat, s2, mask = pt.dmatrix("xhat"), pt.dmatrix("s2"), pt.dmatrix("mask")
     # Quadrature data for the first gene parameter (log-dispersion): nodes, log integrand
     # weights (likelihood / proposal x GH weight) and a per-gene mask.
-    qnodes, qlog, qmask = pt.dmatrix("qnodes"), pt.dmatrix("qlog"), pt.dvector("qmask")
+    qnodes, qlog, qmask = pt.dtensor3("qnodes"), pt.dmatrix("qlog"), pt.dvector("qmask")
     hyper, prior_lp, pos = {}, pt.constant(0.0), 0
     for name, h in lay.scale_hyper.items():
         n = 1 if h.size is None else h.size
@@ -108,12 +110,14 @@ def _hyper_functions(spec: Spec, lay: Layout):
         if names:
             groups.setdefault(names, []).append(k)
     driven = [np.array(ks) for ks in groups.values()]
-    sd = pt.sqrt(scale**2 + s2)
-    ll = pt.sum(mask * (-0.5 * ((xhat - loc) / sd) ** 2 - pt.log(sd) - 0.5 * np.log(2 * np.pi)))
-    if lay.gene_params:
-        k = lay.n_coef
-        z = (qnodes - loc[:, k, None]) / scale[:, k, None]
-        log_prior = -0.5 * z**2 - pt.log(scale[:, k, None]) - 0.5 * np.log(2 * np.pi)
+    K = len(lay.names)
+    sd = pt.sqrt(scale[:, :K] ** 2 + s2)
+    ll = pt.sum(mask * (-0.5 * ((xhat - loc[:, :K]) / sd) ** 2 - pt.log(sd) - 0.5 * np.log(2 * np.pi)))
+    if lay.integrated:
+        idx = lay.integrated
+        q_loc, q_scale = loc[:, idx][:, None, :], scale[:, idx][:, None, :]
+        z = (qnodes - q_loc) / q_scale
+        log_prior = pt.sum(-0.5 * z**2 - pt.log(q_scale) - 0.5 * np.log(2 * np.pi), axis=2)
         ll = ll + pt.sum(qmask * pt.logsumexp(qlog + log_prior, axis=1))
     objective = -(ll + prior_lp)
     mode = "FAST_RUN"
@@ -126,12 +130,30 @@ def _hyper_functions(spec: Spec, lay: Layout):
 
 
 def _initial_u(lay: Layout) -> np.ndarray:
-    start = {"tau": 0.5, "a0": 0.05, "a1": 0.5, "sigma_d": 1.0, "zi_mu": -3.0, "zi_sigma": 1.0}
+    start = {"tau": 0.5, "a0": 0.05, "a1": 0.5, "sigma_d": 1.0, "zi_mu": -3.0, "zi_sigma": 1.0,
+             "re_mu": np.log(0.3), "re_sigma": 0.5}
     out = []
     for name, h in lay.scale_hyper.items():
         v = start.get(name, 1.0)
         out.extend([np.log(v) if h.positive else v] * (1 if h.size is None else h.size))
     return np.array(out, dtype=float)
+
+
+#: Largest move of a random-effect hyperparameter (log scale or mean) on one node table:
+#: the table's nodes sit where the previous hyperparameters put the genes' scales.
+RE_TRUST = 1.0
+
+
+def _bounds(lay: Layout, u: np.ndarray) -> list[tuple[float, float]]:
+    out, pos = [], 0
+    for name, h in lay.scale_hyper.items():
+        for _ in range(1 if h.size is None else h.size):
+            lo, hi = -12.0, 8.0
+            if name in ("re_mu", "re_sigma"):
+                lo, hi = max(lo, u[pos] - RE_TRUST), min(hi, u[pos] + RE_TRUST)
+            out.append((lo, hi))
+            pos += 1
+    return out
 
 
 def _unpack_u(lay: Layout, u: np.ndarray) -> dict[str, np.ndarray]:
@@ -146,10 +168,11 @@ def _unpack_u(lay: Layout, u: np.ndarray) -> dict[str, np.ndarray]:
 
 # ----------------------------------------------------------------------- the solver
 def _initial_theta(data: CountData, lay: Layout, hyper_loc: np.ndarray) -> np.ndarray:
-    theta = np.zeros((data.n_genes, len(lay.names)))
+    K = len(lay.names)
+    theta = np.zeros((data.n_genes, K))
     if "Intercept" in lay.coef:
         theta[:, lay.coef.index("Intercept")] = np.log(data.base_mean + 0.1)
-    theta[:, lay.n_coef :] = hyper_loc[:, lay.n_coef :]
+    theta[:, lay.n_linear :] = hyper_loc[:, lay.n_linear : K]
     return theta
 
 
@@ -183,8 +206,9 @@ def fit_map(
     t1 = time.perf_counter()
     mix = lay.mixture
     with progress_bar(progress, "MAP sweeps", total=max_sweeps + 1) as bar:
-        u, pi, sweeps = _estimate_hyper(prob_sub, sub, lay, hf, max_sweeps, hyper_tol, bar)
-        state, u, pi = _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine=sub is not data)
+        u, pi, sweeps, q = _estimate_hyper(prob_sub, sub, lay, hf, max_sweeps, hyper_tol, bar)
+        state, u, pi = _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine=sub is not data,
+                                  q=q if sub is data else None)
         bar.advance()
     if sweeps >= max_sweeps:
         log.warning("MAP hyperparameters did not settle in %d sweeps; results may be approximate", max_sweeps)
@@ -213,9 +237,20 @@ class _Priors:
     """Prior locations/scales at hyperparameters ``u`` and the weak prior the fits run under."""
 
     def __init__(self, prior_fn, lay: Layout, u, base_mean):
-        self.P = lay.n_coef
-        self.loc, self.scale = prior_fn(u, base_mean)
-        self.cond = conditional_block(self.P, len(lay.names))
+        self.P = lay.n_linear
+        K = len(lay.names)
+        loc, scale = prior_fn(u, base_mean)
+        self.loc, self.scale = loc[:, :K].copy(), scale[:, :K].copy()
+        self.integrated = lay.integrated
+        self.loc_q, self.scale_q = (loc[:, self.integrated], scale[:, self.integrated]) if self.integrated else (None, None)
+        self.re_cols = lay.re_index
+        self.term_of = np.array(lay.re_term_of, dtype=int)
+        if lay.re_terms:
+            # Group-level effects keep a fixed placeholder scale here (1, from the prior table):
+            # each quadrature node sets their prior sd, so it must not move with the hyperparameters.
+            self.cond = np.arange(K)
+        else:
+            self.cond = conditional_block(self.P, K)
         self.slope_idx = np.array(lay.slope_index, dtype=int)
         self.grid = lay.mixture.grid() if lay.mixture is not None else None
         self.wscale = self.scale.copy()
@@ -227,11 +262,23 @@ class _Priors:
 
     @property
     def loc_d(self):
-        return self.loc[:, self.P] if self.loc.shape[1] > self.P else None
+        """(G, T) prior means of the integrated coordinates, or None."""
+        return self.loc_q
 
     @property
     def scale_d(self):
-        return self.scale[:, self.P] if self.scale.shape[1] > self.P else None
+        return self.scale_q
+
+    @property
+    def has_re(self) -> bool:
+        return self.re_cols.size > 0
+
+    def with_re_scale(self, scale, log_sd):
+        """``scale`` with the group-level effects' prior sd at ``exp(log_sd)`` (G, T)."""
+        out = scale.copy()
+        if self.has_re:
+            out[:, self.re_cols] = np.exp(log_sd[:, self.term_of])
+        return out
 
     def component_precisions(self) -> np.ndarray:
         """(C, G, B) prior precisions of the conditional block under each LFC-prior component."""
@@ -249,14 +296,33 @@ class _Priors:
         return sc
 
 
-def _weak_fit(prob, data, lay, pr: _Priors, start=None):
-    """Joint mode under the weak coefficient prior, its Laplace covariance and quadrature nodes."""
+def _weak_fit(prob, data, lay, pr: _Priors, start=None, q=None):
+    """Joint mode under the weak coefficient prior, its Laplace covariance and quadrature nodes.
+
+    ``q``: (mean, sd) of each gene's random-effect log scales from an earlier
+    table, used to place the nodes; without it they are placed in two passes.
+    """
     rows = np.arange(data.n_genes)
     theta0 = _initial_theta(data, lay, pr.loc) if start is None else start
-    theta, conv, n_iter = newton(prob, theta0, pr.loc, pr.wscale)
-    _, _, H = prob.derivs(theta, rows, pr.loc, pr.wscale)
+    # Group-level effects: the joint fit puts their prior sd at the scales' prior median.
+    jscale = pr.with_re_scale(pr.wscale, pr.loc_q) if pr.has_re else pr.wscale
+    theta, conv, n_iter = newton(prob, theta0, pr.loc, jscale)
+    _, _, H = prob.derivs(theta, rows, pr.loc, jscale)
     cov, pd_ok = laplace_cov(H)
-    table = dispersion_nodes(prob, theta, cov, rows, pr.loc, pr.wscale)
+    if pr.has_re:
+        # Random-effect scales: nodes first spread over their prior, then re-centred on each
+        # gene's posterior from that first pass.
+        sd_floor = np.minimum(0.05, pr.scale_q)
+        if q is None:
+            q = (pr.loc_q, pr.scale_q)
+            for _ in range(2):
+                table = scale_nodes(prob, theta, pr.loc, pr.wscale, pr.re_cols, pr.term_of, q[0],
+                                    np.clip(q[1], sd_floor, pr.scale_q))
+                q = scale_posterior(table, pr.loc_q, pr.scale_q)
+        table = scale_nodes(prob, theta, pr.loc, pr.wscale, pr.re_cols, pr.term_of, q[0],
+                            np.clip(q[1], sd_floor, pr.scale_q))
+    else:
+        table = dispersion_nodes(prob, theta, cov, rows, pr.loc, pr.wscale)
     return theta, cov, table, conv & pd_ok & table.ok, n_iter
 
 
@@ -284,13 +350,21 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
     mix = lay.mixture
     pi = mix.concentration() / mix.concentration().sum() if mix is not None else None
     u = _initial_u(lay)
-    theta = None
+    theta, q, last_step = None, None, None
     sweeps = 0
     while sweeps < max_sweeps and (hf.n_u or mix is not None):
         pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
-        theta, _, table, ok, _ = _weak_fit(prob, data, lay, pr, theta)
+        theta, _, table, ok, _ = _weak_fit(prob, data, lay, pr, theta, q)
+        if pr.has_re:
+            q = scale_posterior(table, pr.loc_d, pr.scale_d)
         u_sweep, pi_sweep = u.copy(), None if pi is None else pi.copy()
         u, pi = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
+        step = u - u_sweep
+        if last_step is not None and hf.n_u and step @ last_step < -0.5 * (step @ step):
+            # The fixed point is cycling (a hyperparameter the genes barely pin down): halve the step.
+            u = u_sweep + 0.5 * step
+            step = 0.5 * step
+        last_step = step
         sweeps += 1
         bar.advance()
         moved = np.max(np.abs(u - u_sweep)) if hf.n_u else 0.0
@@ -299,7 +373,7 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
         log.debug("sweep %d: hyper %s pi %s (moved %.2e)", sweeps, _unpack_u(lay, u), pi, moved)
         if moved < SWEEP_TOL:
             break
-    return u, pi, sweeps
+    return u, pi, sweeps, q
 
 
 def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds=100):
@@ -307,13 +381,13 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
     mix = lay.mixture
     if not hf.n_u and mix is None:
         return u, pi
-    G, P = data.n_genes, lay.n_coef
+    G = data.n_genes
     keep = (data.flags == "") & ok
     n_names = len(lay.names)
     xhat, s2, mask = np.zeros((G, n_names)), np.ones((G, n_names)), np.zeros((G, n_names))
     # Groups driven by hyperparameters other than the trend (tau, zero-inflation) use Gaussian
     # summaries of the conditional block; the log-dispersion (index P) uses the quadrature.
-    block_groups = [ks for ks in hf.driven if not (prob.Q and np.any(ks == P))]
+    block_groups = [ks for ks in hf.driven if not np.isin(ks, lay.integrated).any()]
     pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
     if block_groups:
         xs, ss, ms = _coef_summaries(table, pr, keep)
@@ -324,6 +398,7 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
     # The prior swap moves with u only through hyperparameter-driven block coordinates
     # (tau, the zero-inflation scale); without them it is computed once.
     fixed_ratio = None if block_groups else component_slots(table, pr.component_precisions())[0]
+    bounds = _bounds(lay, u)
     for _ in range(max_rounds):
         pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
         log_ratio = fixed_ratio if fixed_ratio is not None else component_slots(table, pr.component_precisions())[0]
@@ -331,6 +406,9 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
         if mix is not None:
             lp_d = node_prior(table, pr.loc_d, pr.scale_d)
             comp_ll = logsumexp(table.base[:, :, None] + lp_d[:, :, None] + log_ratio, axis=1)
+            if np.isnan(comp_ll).any():
+                log.debug("%d genes with NaN component evidence", int(np.isnan(comp_ll).any(axis=1).sum()))
+                comp_ll = np.where(np.isnan(comp_ll), -np.inf, comp_ll)
             new_pi = mixture_weights(None, None, None, pr.grid, mix.concentration(), pi0=pi,
                                         loglik=np.where(keep[:, None], comp_ll, -np.inf))
             change = np.max(np.abs(new_pi - pi))
@@ -340,12 +418,13 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
             evidence = log_ratio[:, :, 0]
         if hf.n_u:
             qlog = table.base + evidence
+            qnodes = table.d
             qlog = np.where(np.isfinite(qlog), qlog, -1e300)
             qlog -= qlog.max(axis=1, keepdims=True)
-            quad = (table.d, qlog, (keep & (prob.Q > 0)).astype(float))
+            quad = (qnodes, qlog, (keep & bool(lay.integrated)).astype(float))
             res = optimize.minimize(
                 lambda v: tuple(np.asarray(a, dtype=float) for a in hf.obj_fn(v, xhat, s2, mask, data.base_mean, *quad)),
-                u, jac=True, method="L-BFGS-B", bounds=[(-12.0, 8.0)] * hf.n_u,
+                u, jac=True, method="L-BFGS-B", bounds=bounds,
             )
             change = max(change, np.max(np.abs(res.x - u)))
             u = res.x
@@ -354,15 +433,15 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
     return u, pi
 
 
-def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool):
+def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
     """Every gene's posterior; with ``refine`` the hyperparameters first take a last step on all genes.
 
     Returns the MapState and the final ``(u, pi)``.
     """
-    G, P = data.n_genes, lay.n_coef
+    G, P = data.n_genes, lay.n_linear
     rows = np.arange(G)
     pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
-    wmode, wcov, table, ok, n_iter = _weak_fit(prob, data, lay, pr)
+    wmode, wcov, table, ok, n_iter = _weak_fit(prob, data, lay, pr, q=q)
     if refine:
         # The node tables of all genes are at hand: the hyperparameters (above all the
         # mixture weights, which a subset pins down poorly) use every gene.
@@ -390,8 +469,12 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool):
     cond = pr.cond
     modes[:, :, cond] = mean[gi, node_of, comp_of]
     covs[:, :, cond[:, None], cond[None, :]] = slot_covariance(table, comp_prec, node_of, comp_of)
-    if prob.Q:
-        modes[:, :, P] = table.d[gi, node_of]
+    re_log_sd = None
+    if pr.has_re:
+        re_log_sd = table.d[gi, node_of]  # (G, S, T): the slot's node
+        post_log_sd = scale_posterior(table, pr.loc_d, pr.scale_d)[0]
+    elif prob.Q:
+        modes[:, :, P] = table.d[gi, node_of, 0]
         covs[:, :, P, P] = 1e-12
     # Wald tests: the weak-prior (near-MLE) mode, its coefficient covariance with the gene
     # parameter integrated out, as DESeq2 tests its MLE.
@@ -411,6 +494,8 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool):
     for c in np.unique(best_c):
         r = np.flatnonzero(best_c == c)
         sc = pr.component_scale(c)
+        if pr.has_re:
+            sc = pr.with_re_scale(sc, post_log_sd)
         th, conv, more = newton(prob, start.copy(), pr.loc, sc, rows=r)
         n_iter += more
         _, _, H = prob.derivs(th[r], r, pr.loc, sc)
@@ -419,12 +504,16 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool):
         conv_map[r] = conv[r] & pd_ok
     state = MapState(mode=modes, cov=covs, weights=weights, prior_component=comp_of,
                      map_mode=map_mode, map_cov=map_cov, mle_mode=wmode, mle_cov=mle_cov, hyper={},
-                     converged=ok & conv_map, n_iter=n_iter, loglik=prob.loglik(map_mode, rows), names=lay.names)
+                     converged=ok & conv_map, n_iter=n_iter, loglik=prob.loglik(map_mode, rows), names=lay.names,
+                     re_log_sd=re_log_sd)
     return state, u, pi
 
 
-def laplace_draws(state: MapState, draws: int, random_seed) -> np.ndarray:
-    """Draws ``(draws, G, K)`` from each gene's mixture of Laplace approximations."""
+def laplace_draws(state: MapState, draws: int, random_seed, return_slots: bool = False):
+    """Draws ``(draws, G, K)`` from each gene's mixture of Laplace approximations.
+
+    With ``return_slots`` also the slot each draw came from, ``(draws, G)``.
+    """
     rng = np.random.default_rng(random_seed)
     G, C, K = state.mode.shape
     cdf = np.cumsum(state.weights, axis=1)
@@ -446,7 +535,7 @@ def laplace_draws(state: MapState, draws: int, random_seed) -> np.ndarray:
         zz = z[d0 : d0 + step].reshape(-1, free.size)
         block[:, free] += np.einsum("nkl,nl->nk", L[sel], zz)
         out[d0 : d0 + step] = block.reshape(-1, G, K)
-    return out
+    return (out, comp) if return_slots else out
 
 
 def pointwise_loglik(spec: Spec, data: CountData, lay: Layout, theta_draws: np.ndarray) -> np.ndarray:

@@ -26,8 +26,12 @@ from .spec import Spec
 class Layout:
     """Which per-gene coordinates exist and which shared hyperparameters drive them.
 
-    Per-gene coordinates are the design coefficients followed by the
-    likelihood's gene parameters (e.g. ``log_dispersion``).
+    Per-gene coordinates (``names``) are the design coefficients, the
+    group-level effects (``re_coef``) and the likelihood's gene parameters
+    (e.g. ``log_dispersion``), in that order. The log scales of the
+    random-effect terms (``re_terms``) are per-gene too but live outside
+    that vector: the MAP path integrates them by quadrature, so its prior
+    table (:func:`prior_loc_scale`) lists them after ``names``.
     """
 
     coef: tuple[str, ...]
@@ -35,6 +39,9 @@ class Layout:
     gene_params: tuple[str, ...]
     hyper: dict[str, Hyper]
     mixture: ScaleMixture | None = None
+    re_coef: tuple[str, ...] = ()
+    re_terms: tuple[str, ...] = ()
+    re_term_of: tuple[int, ...] = ()
 
     @property
     def slope_index(self) -> list[int]:
@@ -47,11 +54,32 @@ class Layout:
 
     @property
     def names(self) -> tuple[str, ...]:
-        return self.coef + self.gene_params
+        return self.coef + self.re_coef + self.gene_params
 
     @property
     def n_coef(self) -> int:
         return len(self.coef)
+
+    @property
+    def n_linear(self) -> int:
+        """Coordinates entering the linear predictor (fixed and group-level effects)."""
+        return len(self.coef) + len(self.re_coef)
+
+    @property
+    def re_index(self) -> np.ndarray:
+        return np.arange(len(self.coef), self.n_linear)
+
+    @property
+    def integrated(self) -> list[int]:
+        """Prior-table coordinates the MAP path integrates by quadrature.
+
+        The random-effect log scales when there are any, else the first gene
+        parameter (the log-dispersion); the rest is Laplace-approximated.
+        """
+        K = len(self.names)
+        if self.re_terms:
+            return list(range(K, K + len(self.re_terms)))
+        return [self.n_linear] if self.gene_params else []
 
 
 def layout(spec: Spec, data: CountData) -> Layout:
@@ -69,14 +97,32 @@ def layout(spec: Spec, data: CountData) -> Layout:
     for pname in spec.likelihood.gene_params:
         hyper.update(spec.prior(spec.likelihood.prior_slots[pname]).hyper(0))
     mixture = spec.coefficients if isinstance(spec.coefficients, ScaleMixture) and slopes else None
+    random = data.design.random
+    if random is not None and spec.random_effects is None:
+        raise InputError(
+            f"the design {data.design.formula!r} has random effects {list(random.terms)}, but template "
+            f"{spec.name!r} has none; use a template with a [random_effects] part (nb_donor, zinb_donor)"
+        )
+    if random is None and spec.random_effects is not None:
+        raise InputError(
+            f"template {spec.name!r} needs a random-effect term in the design, e.g. '~ condition + (1|donor)'"
+        )
+    re = {}
+    if random is not None:
+        hyper.update(spec.random_effects.hyper(random.n_terms))
+        re = {"re_coef": tuple(random.columns), "re_terms": tuple(random.terms),
+              "re_term_of": tuple(int(t) for t in random.term_of)}
     return Layout(coef=coef, slopes=slopes, gene_params=tuple(spec.likelihood.gene_params), hyper=hyper,
-                  mixture=mixture)
+                  mixture=mixture, **re)
 
 
 def prior_loc_scale(spec: Spec, lay: Layout, hyper: dict, base_mean) -> tuple[list, list]:
     """Prior ``loc`` and ``scale`` of every per-gene coordinate, in layout order.
 
-    Each entry is a tensor broadcastable to ``(n_genes,)``.
+    Each entry is a tensor broadcastable to ``(n_genes,)``: ``names`` first
+    (group-level effects get a placeholder ``Normal(0, 1)``: their scale is
+    the gene's own random-effect scale), then one entry per random-effect
+    term for its log scale.
     """
     ctx = {"base_mean": base_mean}
     locs, scales = [], []
@@ -94,10 +140,18 @@ def prior_loc_scale(spec: Spec, lay: Layout, hyper: dict, base_mean) -> tuple[li
             locs.append(s_loc[k])
             scales.append(s_scale[k])
             k += 1
+    locs.extend([pt.as_tensor(0.0)] * len(lay.re_coef))
+    scales.extend([pt.as_tensor(1.0)] * len(lay.re_coef))
     for pname in lay.gene_params:
         loc, scale = spec.prior(spec.likelihood.prior_slots[pname]).loc_scale(hyper, ctx)
         locs.append(loc)
         scales.append(scale)
+    if lay.re_terms:
+        T = len(lay.re_terms)
+        r_loc, r_scale = spec.random_effects.loc_scale(hyper, ctx)
+        r_loc, r_scale = pt.broadcast_to(r_loc, (T,)), pt.broadcast_to(r_scale, (T,))
+        locs.extend(r_loc[t] for t in range(T))
+        scales.extend(r_scale[t] for t in range(T))
     return locs, scales
 
 
@@ -122,6 +176,9 @@ def build_model(spec: Spec, data: CountData) -> pm.Model:
         coords["slope"] = list(lay.slopes)
     if lay.mixture is not None:
         coords["scale"] = [f"{s:.4g}" for s in lay.mixture.grid()]
+    if lay.re_terms:
+        coords["re_coef"] = list(lay.re_coef)
+        coords["re_term"] = list(lay.re_terms)
     with pm.Model(coords=coords) as model:
         X = pm.Data("design", data.design.matrix, dims=("obs", "coef"))
         offset = pm.Data("offset", data.offset, dims="obs")
@@ -147,8 +204,11 @@ def build_model(spec: Spec, data: CountData) -> pm.Model:
         params = {}
         for i, pname in enumerate(lay.gene_params):
             zp = pm.Normal(f"{pname}_z", 0.0, 1.0, dims="gene")
-            params[pname] = pm.Deterministic(pname, locs[P + i] + scales[P + i] * zp, dims="gene")
+            k = lay.n_linear + i
+            params[pname] = pm.Deterministic(pname, locs[k] + scales[k] * zp, dims="gene")
         eta = offset[None, :] + pt.dot(beta, X.T)
+        if lay.re_terms:
+            eta = eta + _random_effects(lay, data, locs, scales)
         if data.weights is None:
             spec.likelihood.observe("counts", eta, params, observed=data.counts, dims=("gene", "obs"))
         else:
@@ -158,6 +218,20 @@ def build_model(spec: Spec, data: CountData) -> pm.Model:
             pm.Potential("weighted_counts", pt.sum(W * pm.logp(dist, data.counts)))
         spec.likelihood.deterministics(params)
     return model
+
+
+def _random_effects(lay: Layout, data: CountData, locs, scales):
+    """Non-centred group-level effects with per-gene log scales; returns their (gene, obs) linear predictor."""
+    G, T, K = data.n_genes, len(lay.re_terms), len(lay.names)
+    Z = pm.Data("re_design", data.design.random.matrix, dims=("obs", "re_coef"))
+    loc = pt.stack([pt.broadcast_to(locs[K + t], (G,)) for t in range(T)], axis=1)
+    scale = pt.stack([pt.broadcast_to(scales[K + t], (G,)) for t in range(T)], axis=1)
+    z_sd = pm.Normal("log_re_sd_z", 0.0, 1.0, dims=("gene", "re_term"))
+    log_sd = pm.Deterministic("log_re_sd", loc + scale * z_sd, dims=("gene", "re_term"))
+    pm.Deterministic("re_sd", pt.exp(log_sd), dims=("gene", "re_term"))
+    z = pm.Normal("re_z", 0.0, 1.0, dims=("gene", "re_coef"))
+    b = pm.Deterministic("re", pt.exp(log_sd)[:, list(lay.re_term_of)] * z, dims=("gene", "re_coef"))
+    return pt.dot(b, Z.T)
 
 
 __all__ = ["build_model", "layout", "prior_loc_scale", "Layout"]

@@ -68,8 +68,11 @@ class GeneProblem:
         self.y = data.counts.astype(float)
         self.w = data.weights
         self.X = data.design.matrix
+        if lay.re_coef:
+            # Group-level effects are more linear coordinates; their prior scale is set by the caller.
+            self.X = np.hstack([self.X, data.design.random.matrix])
         self.offset = data.offset
-        self.P = lay.n_coef
+        self.P = lay.n_linear
         self.K = len(lay.names)
         self.Q = self.K - self.P
 

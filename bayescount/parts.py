@@ -348,6 +348,43 @@ class ZeroLogitFixed(NormalPrior):
     sigma: float = 3.0
 
 
+@dataclass(frozen=True)
+class RandomEffectScales:
+    """Group-level effects ``b_gl ~ Normal(0, sd_gt)`` with per-gene scales shrunk across genes.
+
+    For each random-effect term ``t`` (``1|donor``, ``x|donor``, ...) every
+    gene has its own scale, ``log sd_gt ~ Normal(re_mu_t, re_sigma_t)``, with
+    ``re_mu_t ~ Normal(mu_mu, mu_sigma)`` and ``re_sigma_t ~
+    HalfNormal(sigma_sigma)`` learned from all genes. The effects are
+    non-centred in the PyMC model; on the MAP path each gene's scales are
+    integrated out by quadrature over their Laplace-approximate marginal
+    likelihood (never taken from the joint mode, where they collapse to 0).
+    """
+
+    mu_mu: float = math.log(0.3)
+    mu_sigma: float = 1.5
+    sigma_sigma: float = 1.0
+    kind: ClassVar[str] = "prior"
+
+    def hyper(self, n: int) -> dict[str, Hyper]:
+        return {
+            "re_mu": Hyper(pm.Normal, (("mu", self.mu_mu), ("sigma", self.mu_sigma)), dims="re_term", size=n,
+                           positive=False),
+            "re_sigma": Hyper(pm.HalfNormal, (("sigma", self.sigma_sigma),), dims="re_term", size=n),
+        }
+
+    def loc_scale(self, h, ctx):
+        return h["re_mu"], h["re_sigma"]
+
+
+@dataclass(frozen=True)
+class RandomEffectScaleFixed(NormalPrior):
+    """Fixed ``log sd_t ~ Normal(mu, sigma)`` per term: one response's own group-level scale (tidy models)."""
+
+    mu: float = math.log(0.5)
+    sigma: float = 1.5
+
+
 # --------------------------------------------------------------------------- registry
 
 #: section name -> {part name -> part class}; the only code a spec can reach.
@@ -359,6 +396,7 @@ REGISTRY: dict[str, dict[str, type]] = {
     "coefficients": {"scale_mixture": ScaleMixture, "normal_learned_scale": NormalLearnedScale, "normal": NormalPrior},
     "dispersion": {"trend": DispersionTrend, "normal": LogDispersionNormal},
     "zero_inflation": {"normal": ZeroInflationNormal, "fixed": ZeroLogitFixed},
+    "random_effects": {"normal_scales": RandomEffectScales, "fixed": RandomEffectScaleFixed},
 }
 
 

@@ -22,6 +22,8 @@ from ._linalg import backward, cholesky, forward, spd_inverse
 from .newton import MAX_STEP
 
 N_NODES = 7
+#: Newton steps per random-effect-scale node (warm-started from the neighbouring node).
+NODE_STEPS = 2
 _GH_X, _GH_W = np.polynomial.hermite.hermgauss(N_NODES)
 _LOG2PI = np.log(2.0 * np.pi)
 
@@ -30,7 +32,7 @@ _LOG2PI = np.log(2.0 * np.pi)
 class NodeTable:
     """Per-gene quadrature over the gene parameter, coefficients conditional on each node.
 
-    ``d``: (G, N) node values (zeros when the likelihood has no gene parameter);
+    ``d``: (G, N, T) node values of the T integrated coordinates (zeros when there are none);
     ``base``: (G, N) log of ``integral p(y | beta, d_i) p_weak(beta) dbeta / q(d_i) x GH weight``;
     ``b``: (G, N, P) conditional modes under the weak prior; ``prec``: (G, N, P, P)
     their posterior precisions; ``ok``: (G,) every node finite; ``loc_b``,
@@ -44,6 +46,9 @@ class NodeTable:
     ok: np.ndarray
     loc_b: np.ndarray
     w_prec: np.ndarray
+    #: (G, N) ``log q(d_i) - log(GH weight_i)``: adding it to ``base`` gives the node's own
+    #: log evidence (random-effect scale tables only).
+    proposal: np.ndarray | None = None
 
 
 def _log_normal(x, loc, scale):
@@ -78,7 +83,7 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int = 2) -> N
         sign, logdet = np.linalg.slogdet(prec)
         base = ll + _log_normal(theta, bl, bs).sum(axis=1) + 0.5 * m * _LOG2PI - 0.5 * logdet
         ok = np.isfinite(base) & (sign > 0)
-        return NodeTable(np.zeros((G, 1)), np.where(ok, base, 0.0)[:, None], theta[:, None, :].copy(),
+        return NodeTable(np.zeros((G, 1, 1)), np.where(ok, base, 0.0)[:, None], theta[:, None, :].copy(),
                          prec[:, None], ok, bl, 1.0 / bs**2)
     v_d = np.maximum(cov[:, P, P], 1e-12)
     slope = cov[:, cond, P] / v_d[:, None]
@@ -124,7 +129,7 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int = 2) -> N
         b[bad] = theta[bad][:, None, cond]
         cov_b = np.where(np.isfinite(cov[bad]), cov[bad], 0.0)[np.ix_(np.arange(bad.size), cond, cond)]
         prec[bad] = np.linalg.inv(cov_b + 1e-9 * np.eye(m))[:, None]
-    return NodeTable(d, base, b, prec, ok, bl, 1.0 / bs**2)
+    return NodeTable(d[:, :, None], base, b, prec, ok, bl, 1.0 / bs**2)
 
 
 def component_slots(table: NodeTable, comp_prec):
@@ -180,7 +185,83 @@ def slot_covariance(table: NodeTable, comp_prec, node_of, comp_of):
 
 
 def node_prior(table: NodeTable, loc_d, scale_d) -> np.ndarray:
-    """``log p(d_i)`` under the gene parameter's prior, (G, N); zeros without one."""
+    """``log p(d_i)`` under the integrated coordinates' prior (``loc_d``, ``scale_d``: (G, T)), (G, N)."""
     if loc_d is None:
         return np.zeros_like(table.base)
-    return _log_normal(table.d, loc_d[:, None], scale_d[:, None])
+    return _log_normal(table.d, loc_d[:, None, :], scale_d[:, None, :]).sum(axis=2)
+
+
+def _product_rule(T: int):
+    """Gauss-Hermite nodes (N, T) and log weights (N,) for a standard normal in T dimensions."""
+    n = {1: 7, 2: 5}.get(T, 3)
+    x, w = np.polynomial.hermite.hermgauss(n)
+    grids = np.meshgrid(*([np.sqrt(2.0) * x] * T), indexing="ij")
+    logw = sum(np.meshgrid(*([np.log(w / np.sqrt(np.pi))] * T), indexing="ij"))
+    return np.stack([g.ravel() for g in grids], axis=1), np.ravel(logw)
+
+
+def scale_nodes(prob, theta, loc, wscale, re_cols, term_of, q_mean, q_sd) -> NodeTable:
+    """Quadrature over each gene's random-effect log scales, everything else Laplace at each node.
+
+    At every node (a product Gauss-Hermite grid around the proposal
+    ``N(q_mean, q_sd)``, (G, T)) the group-level effects get prior sd
+    ``exp(node)`` and all coordinates (fixed and group-level effects and the
+    gene parameters) are re-fitted by damped Newton from the previous node's
+    fit (the joint fit ``theta`` for the first); the Laplace evidence of the
+    node, divided by the proposal density, is its log weight. This is the Laplace-approximate marginal likelihood of
+    the scales that glmmTMB maximizes, integrated instead of maximized.
+    """
+    G, K = theta.shape
+    T = q_mean.shape[1]
+    X, logw = _product_rule(T)
+    N = X.shape[0]
+    d = q_mean[:, None, :] + q_sd[:, None, :] * X[None]
+    rows = np.arange(G)
+    base = np.empty((G, N))
+    b = np.empty((G, N, K))
+    prec = np.empty((G, N, K, K))
+    proposal = np.empty((G, N))
+    order = np.argsort(np.abs(X).sum(axis=1), kind="stable")
+    for n, i in enumerate(order):
+        # Start from the nearest node already fitted (the joint fit for the first).
+        th = theta.copy() if n == 0 else b[:, order[np.argmin(np.abs(X[order[:n]] - X[i]).sum(axis=1))]].copy()
+        sc = wscale.copy()
+        sc[:, re_cols] = np.exp(d[:, i, term_of])
+        for s in range(NODE_STEPS):
+            ll, g, H = prob.derivs(th, rows, loc, sc)
+            A = -H
+            with np.errstate(invalid="ignore", divide="ignore"):
+                L = cholesky(A)
+                step = backward(L, forward(L, g))
+            # Non-finite factors mark the node as unusable below; keep parameters finite.
+            step[~np.all(np.isfinite(step), axis=1)] = 0.0
+            if s < NODE_STEPS - 1:
+                big = np.abs(step).max(axis=1)
+                th = th + step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            logdet = 2.0 * np.sum(np.log(np.einsum("gkk->gk", L)), axis=1)
+        # Log posterior at the node's mode from the last step's quadratic model.
+        f = ll + _log_normal(th, loc, sc).sum(axis=1) + 0.5 * np.einsum("gk,gk->g", g, step)
+        log_q = _log_normal(d[:, i], q_mean, q_sd).sum(axis=1)
+        base[:, i] = f + 0.5 * K * _LOG2PI - 0.5 * logdet - log_q + logw[i]
+        proposal[:, i] = log_q - logw[i]
+        b[:, i] = th + step
+        prec[:, i] = A
+    bad = ~np.isfinite(base) | ~np.all(np.isfinite(prec), axis=(2, 3))
+    base[bad] = -np.inf
+    prec[bad] = np.eye(K)
+    ok = ~bad.all(axis=1)
+    # A gene with no usable node keeps the centre one (and is flagged through ``ok``).
+    base[~ok, int(np.argmin(np.abs(X).sum(axis=1)))] = 0.0
+    return NodeTable(d, base, b, prec, ok, loc.copy(), 1.0 / wscale**2, proposal)
+
+
+def scale_posterior(table: NodeTable, loc_d, scale_d):
+    """Per-gene posterior mean and sd of the integrated log scales from a node table, (G, T) each."""
+    lw = table.base + node_prior(table, loc_d, scale_d)
+    w = np.exp(lw - lw.max(axis=1, keepdims=True))
+    w /= w.sum(axis=1, keepdims=True)
+    mean = np.einsum("gn,gnt->gt", w, table.d)
+    var = np.einsum("gn,gnt->gt", w, (table.d - mean[:, None]) ** 2)
+    return mean, np.sqrt(var)
+

@@ -35,11 +35,13 @@ def parse_formula(formula: str, frame: pd.DataFrame) -> tuple[str, str, np.ndarr
     """
     from formulaic import Formula, model_matrix
 
+    group_terms: tuple[str, ...] = ()
     try:
         parsed = Formula(formula)
         lhs, rhs = parsed.lhs, parsed.rhs
     except Exception as exc:
-        raise InputError(f"cannot parse formula {formula!r}: {exc}") from None
+        # formulaic has no (1|site) terms: formulae parses those; the rest goes on as before.
+        lhs, rhs, group_terms = _split_random(formula, exc)
     response = str(lhs).strip()
     if not response or " " in response or "+" in response:
         raise InputError(f"formula {formula!r} needs one response column on the left of '~'")
@@ -59,8 +61,39 @@ def parse_formula(formula: str, frame: pd.DataFrame) -> tuple[str, str, np.ndarr
     if not np.all(np.isfinite(offset)):
         raise InputError(f"offset {' + '.join(offsets)} is not finite for every row (log of 0 or a missing value?)")
     design = "~ " + " + ".join(keep) if keep else "~ 1"
+    if group_terms:
+        design += " + " + " + ".join(f"({t})" for t in group_terms)
     zero = " + ".join(str(t) for t in parts[1]) if len(parts) == 2 else None
     return response, design, offset, zero
+
+
+def _split_random(formula: str, error: Exception):
+    """Response, fixed terms and group terms of a formula with ``(expr|group)`` terms (parsed by formulae)."""
+    from formulaic import Formula
+
+    from .random_effects import split_formula
+
+    if "~" not in formula:
+        raise InputError(f"cannot parse formula {formula!r}: {error}") from None
+    lhs, rhs = formula.split("~", 1)
+    depth, top_bar = 0, False
+    for ch in rhs:
+        depth += ch == "("
+        depth -= ch == ")"
+        top_bar |= ch == "|" and depth == 0
+    if top_bar:
+        raise InputError(f"formula {formula!r} has both random effects and a zero part after '|'; "
+                         "random effects with a zero part are not supported yet")
+    try:
+        fixed, group_terms = split_formula(rhs)
+        fixed_terms = Formula(fixed.lstrip("~ "))
+    except InputError:
+        raise
+    except Exception:
+        raise InputError(f"cannot parse formula {formula!r}: {error}") from None
+    if not group_terms:
+        raise InputError(f"cannot parse formula {formula!r}: {error}") from None
+    return lhs, fixed_terms, group_terms
 
 
 def regress(frame: pd.DataFrame, formula: str, model: str = "nb", method: str = "map", random_seed=None,
@@ -72,8 +105,10 @@ def regress(frame: pd.DataFrame, formula: str, model: str = "nb", method: str = 
     frame : pandas.DataFrame
         One row per observation.
     formula : str
-        ``"y ~ x1 + x2 + offset(log(exposure))"``; for ``zinb``/``hurdle``
-        an optional zero part after ``|`` (intercept only for now: ``| 1``).
+        ``"y ~ x1 + x2 + offset(log(exposure))"``; random effects as
+        ``"y ~ x + (1|site)"`` (each term's scale gets a wide fixed prior and is
+        integrated out); for ``zinb``/``hurdle`` an optional zero part after
+        ``|`` (intercept only for now: ``| 1``).
     model : {"poisson", "nb", "zinb", "hurdle"}
 
     Returns
@@ -106,7 +141,12 @@ def regress(frame: pd.DataFrame, formula: str, model: str = "nb", method: str = 
     if response not in frame.columns:
         raise InputError(f"response column {response!r} not found; columns: {list(frame.columns)}")
     data = CountData.from_tidy(frame, response, design, offset=offset)
-    res = fit(data, model=TIDY_TEMPLATES[model], method=method, random_seed=random_seed, **fit_kwargs)
+    priors = dict(fit_kwargs.pop("priors", None) or {})
+    if data.design.random is not None:
+        # One response has no population of scales to learn from: a fixed wide prior per term.
+        priors.setdefault("random_effects", {"part": "fixed"})
+    res = fit(data, model=TIDY_TEMPLATES[model], method=method, random_seed=random_seed, priors=priors or None,
+              **fit_kwargs)
     table = coefficient_table(res, hdi_prob=hdi_prob)
     table.attrs["loglik"] = loglik_at_estimate(res, data)
     table.attrs["n_params"] = len(table)
@@ -114,35 +154,49 @@ def regress(frame: pd.DataFrame, formula: str, model: str = "nb", method: str = 
 
 
 def coefficient_table(res: Fit, hdi_prob: float = 0.95, gene: int = 0) -> pd.DataFrame:
-    """Posterior mean, sd and HDI of every coefficient and gene parameter of one gene."""
+    """Posterior mean, sd and HDI of every coefficient and gene parameter of one gene.
+
+    Random-effect terms add one row each (``component`` ``random``, ``term``
+    ``sd(1|site)``): the posterior of that term's standard deviation.
+    """
+    from .stats import hdi_from_draws
+
     coef = list(res.idata["constant_data"]["coef"].values)
     params = list(res.spec.likelihood.gene_params)
-    labels = [("count", c) for c in coef]
-    labels += [("dispersion", "log(dispersion)") if p == "log_dispersion" else ("zero", "(Intercept)")
+    labels = [("count", c, c) for c in coef]
+    labels += [("dispersion", "log(dispersion)", p) if p == "log_dispersion" else ("zero", "(Intercept)", p)
                for p in params]
     rows = []
+    post = res.idata["posterior"]
     if res.has_group("laplace"):
         lap = res.idata["laplace"]
+        names = [str(n) for n in lap["param"].values]
         w = lap["mix_weight"].values[gene][None]
         mode, cov = lap["mix_mode"].values[gene], lap["mix_cov"].values[gene]
-        for k, (comp, term) in enumerate(labels):
+        for comp, term, name in labels:
+            k = names.index(name)
             m, s, _, lo, hi = mixture_summary(w, mode[None, :, k], np.sqrt(np.maximum(cov[None, :, k, k], 1e-24)),
                                               hdi_prob)
             rows.append((comp, term, m[0], s[0], lo[0], hi[0]))
     else:
-        from .stats import hdi_from_draws
-
-        post = res.idata["posterior"]
         draws = [post["beta"].values[:, :, gene, k].ravel() for k in range(len(coef))]
         draws += [post[p].values[:, :, gene].ravel() for p in params]
-        for (comp, term), x in zip(labels, draws):
+        for (comp, term, _), x in zip(labels, draws):
             lo, hi = hdi_from_draws(x[:, None], hdi_prob)
             rows.append((comp, term, x.mean(), x.std(ddof=1), lo[0], hi[0]))
+    if "re_sd" in post:
+        for t, name in enumerate(post["re_term"].values):
+            x = post["re_sd"].values[:, :, gene, t].ravel()
+            lo, hi = hdi_from_draws(x[:, None], hdi_prob)
+            rows.append(("random", f"sd({name})", x.mean(), x.std(ddof=1), lo[0], hi[0]))
     return pd.DataFrame(rows, columns=COEF_COLUMNS)
 
 
 def loglik_at_estimate(res: Fit, data: CountData, gene: int = 0) -> float:
-    """Log-likelihood at the MAP (MAP path) or at the posterior mean (NUTS/ADVI)."""
+    """Log-likelihood at the MAP (MAP path) or at the posterior mean (NUTS/ADVI).
+
+    With random effects it is conditional on the group-level effects at that estimate.
+    """
     if res.has_group("map_stats"):
         return float(res.idata["map_stats"]["loglik"].values[gene])
     from .model import layout
@@ -150,6 +204,8 @@ def loglik_at_estimate(res: Fit, data: CountData, gene: int = 0) -> float:
 
     post = res.idata["posterior"]
     theta = [post["beta"].values[:, :, gene, :].reshape(-1, post["beta"].shape[-1]).mean(axis=0)]
+    if "re" in post:
+        theta += [post["re"].values[:, :, gene, :].reshape(-1, post["re"].shape[-1]).mean(axis=0)]
     theta += [np.atleast_1d(post[p].values[:, :, gene].mean()) for p in res.spec.likelihood.gene_params]
     theta = np.concatenate(theta)[None]
     prob = GeneProblem(res.spec, data.subset_genes(np.array([gene])), layout(res.spec, data))

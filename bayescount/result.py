@@ -202,6 +202,54 @@ class Fit:
         out["flag"] = self._flags()
         return out
 
+    def random_effects(self, hdi_prob: float = 0.95) -> pd.DataFrame:
+        """Per-gene random-effect standard deviations and variance shares (ICC), one row per gene and term.
+
+        ``icc`` is the share of the latent (log-scale) variance due to the
+        term: ``sd_t^2 / (sum_u sd_u^2 + log(1 + 1/mu + dispersion))``, where
+        ``log(1 + 1/mu + dispersion)`` is the observation-level variance of an
+        NB count with mean ``mu`` (the gene's base mean) on the log scale
+        (Nakagawa, Johnson & Schielzeth 2017); for a slope term ``x|g`` it is
+        the share at ``x = 1``. Posterior means and HDIs are over draws.
+
+        Columns: ``gene, term, base_mean, re_sd, re_sd_sd, re_sd_hdi_low,
+        re_sd_hdi_high, icc, icc_hdi_low, icc_hdi_high``.
+
+        Examples
+        --------
+        >>> from bayescount import simulate_cells, fit, CountData
+        >>> sim = simulate_cells(n_genes=20, n_donors_per_group=3, cells_per_donor=20, random_seed=1)
+        >>> data = CountData.from_pandas(sim.counts, sim.samples, design="~ condition + (1|donor)",
+        ...                              size_factors="poscounts")
+        >>> fit(data, model="nb_donor", random_seed=1).random_effects().columns[:4].tolist()
+        ['gene', 'term', 'base_mean', 're_sd']
+        """
+        from .stats import hdi_from_draws
+
+        post = self.idata["posterior"]
+        if "re_sd" not in post:
+            raise InputError(f"template {self.spec.name!r} has no random effects")
+        sd = post["re_sd"].transpose("chain", "draw", "gene", "re_term").values
+        sd = sd.reshape(-1, *sd.shape[2:])  # (draws, gene, term)
+        mu = self.idata["constant_data"]["base_mean"].values
+        if "dispersion" in post:
+            disp = post["dispersion"].transpose("chain", "draw", "gene").values.reshape(sd.shape[0], -1)
+        else:
+            disp = np.zeros(sd.shape[:2])
+        resid = np.log1p(1.0 / np.maximum(mu, 1e-8)[None, :] + disp)
+        var = sd**2
+        icc = var / (var.sum(axis=2, keepdims=True) + resid[:, :, None])
+        sd_lo, sd_hi = hdi_from_draws(sd, hdi_prob)
+        icc_lo, icc_hi = hdi_from_draws(icc, hdi_prob)
+        terms = [str(t) for t in post["re_term"].values]
+        G, T = sd.shape[1:]
+        return pd.DataFrame({
+            "gene": np.repeat(np.asarray(self.genes), T), "term": np.tile(terms, G),
+            "base_mean": np.repeat(mu, T), "re_sd": sd.mean(axis=0).ravel(), "re_sd_sd": sd.std(axis=0, ddof=1).ravel(),
+            "re_sd_hdi_low": sd_lo.ravel(), "re_sd_hdi_high": sd_hi.ravel(),
+            "icc": icc.mean(axis=0).ravel(), "icc_hdi_low": icc_lo.ravel(), "icc_hdi_high": icc_hi.ravel(),
+        })
+
     def summary_hyper(self) -> pd.DataFrame:
         """The shared hyperparameters as a table."""
         rows = []

@@ -181,7 +181,7 @@ def simulate(
 
 
 def simulate_cells(n_genes: int = 300, n_donors_per_group: int = 4, cells_per_donor: int = 250,
-                   donor_sd: float = 0.3, frac_de: float = 0.0, lfc_sd: float = 1.0,
+                   donor_sd: float = 0.3, donor_sd_spread: float = 0.0, frac_de: float = 0.0, lfc_sd: float = 1.0,
                    mean_log: float = 0.0, mean_log_sd: float = 1.0, dispersion: float = 0.2,
                    random_seed: int | None = None) -> Simulation:
     """Cell-level counts with donor effects: the pseudo-replication setting.
@@ -197,6 +197,8 @@ def simulate_cells(n_genes: int = 300, n_donors_per_group: int = 4, cells_per_do
     n_genes, n_donors_per_group, cells_per_donor : int
     donor_sd : float
         Sd of the donor effects on the log mean (known truth for RE templates).
+    donor_sd_spread : float
+        Gene-to-gene sd of ``log donor_sd_g`` (0: every gene has ``donor_sd``).
     frac_de, lfc_sd : float
         Fraction of genes with a condition effect and the sd of their log2 fold change.
     mean_log, mean_log_sd : float
@@ -226,7 +228,8 @@ def simulate_cells(n_genes: int = 300, n_donors_per_group: int = 4, cells_per_do
     mu0 = np.exp(rng.normal(mean_log, mean_log_sd, n_genes))
     is_de = rng.random(n_genes) < frac_de
     lfc = np.where(is_de, rng.normal(0.0, lfc_sd, n_genes), 0.0)
-    u = rng.normal(0.0, donor_sd, (n_genes, n_donors))
+    sd_g = donor_sd * np.exp(rng.normal(0.0, donor_sd_spread, n_genes)) if donor_sd_spread > 0 else np.full(n_genes, donor_sd)
+    u = rng.normal(0.0, 1.0, (n_genes, n_donors)) * sd_g[:, None]
     log_mu_donor = np.log(mu0)[:, None] + np.log(2.0) * lfc[:, None] * (condition == "B")[None, :] + u
     cell_donor = np.repeat(np.arange(n_donors), cells_per_donor)
     lib = np.exp(rng.normal(0.0, 0.3, cell_donor.size))
@@ -238,8 +241,8 @@ def simulate_cells(n_genes: int = 300, n_donors_per_group: int = 4, cells_per_do
     samples = pd.DataFrame({"donor": np.array(donors)[cell_donor], "condition": condition[cell_donor]}, index=cells)
     samples["group"] = samples["condition"]
     truth = pd.DataFrame({"true_base_mean": mu0, "true_log2fc": lfc, "is_de": is_de,
-                          "true_donor_sd": donor_sd}, index=genes)
+                          "true_donor_sd": sd_g}, index=genes)
     params = dict(n_genes=n_genes, n_donors_per_group=n_donors_per_group, cells_per_donor=cells_per_donor,
-                  donor_sd=donor_sd, frac_de=frac_de, lfc_sd=lfc_sd, dispersion=dispersion, random_seed=random_seed)
+                  donor_sd=donor_sd, donor_sd_spread=donor_sd_spread, frac_de=frac_de, lfc_sd=lfc_sd, dispersion=dispersion, random_seed=random_seed)
     return Simulation(counts=pd.DataFrame(y.astype(np.int64), index=genes, columns=cells), samples=samples,
                       truth=truth, params=params, design="~ condition")

@@ -19,7 +19,9 @@ from pathlib import Path
 from .errors import SpecError
 from .parts import REGISTRY, part_fields
 
-SECTIONS = ("likelihood", "intercept", "coefficients", "dispersion", "zero_inflation")
+SECTIONS = ("likelihood", "intercept", "coefficients", "dispersion", "zero_inflation", "random_effects")
+#: Sections a likelihood asks for through its gene parameters.
+LIKELIHOOD_SLOTS = ("dispersion", "zero_inflation")
 TOP_KEYS = {"name", "description", *SECTIONS}
 
 
@@ -44,6 +46,7 @@ class Spec:
     coefficients: object
     dispersion: object | None
     zero_inflation: object | None = None
+    random_effects: object | None = None
 
     def canonical(self) -> dict:
         return {"name": self.name, "description": self.description, **copy.deepcopy(self.parts)}
@@ -196,7 +199,7 @@ def spec_from_dict(raw: dict, overrides: dict | None = None) -> Spec:
         for slot in needed:
             if slot not in raw:
                 errors.append(f"likelihood {parts['likelihood']['part']!r} needs a [{slot}] section")
-        for slot in SECTIONS[3:]:
+        for slot in LIKELIHOOD_SLOTS:
             if slot in raw and slot not in needed:
                 errors.append(f"[{slot}] is not used by likelihood {parts['likelihood']['part']!r}; remove it")
     if errors:
@@ -210,6 +213,7 @@ def spec_from_dict(raw: dict, overrides: dict | None = None) -> Spec:
         coefficients=resolved["coefficients"],
         dispersion=resolved.get("dispersion"),
         zero_inflation=resolved.get("zero_inflation"),
+        random_effects=resolved.get("random_effects"),
     )
 
 

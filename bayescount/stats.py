@@ -115,10 +115,12 @@ def mixture_weights(xhat, s2, mask, grid, concentration, pi0=None, max_iter=500,
                             options={"ftol": tol, "maxiter": max_iter})
     pi = np.maximum(res.x, 0.0)
     pi /= pi.sum()
-    if not res.success or objective(pi)[0] > objective(start)[0]:
+    if not res.success:
         log.warning("mixture-weight optimizer stopped early (%s); keeping the better of its result and the start",
                     res.message)
-        pi = pi if objective(pi)[0] <= objective(start)[0] else start
+    if objective(pi)[0] > objective(start)[0]:
+        # SLSQP can end a hair below its start when the optimum sits on the simplex's edge.
+        pi = start
     return pi
 
 

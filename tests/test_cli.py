@@ -108,3 +108,22 @@ def test_demo_runs(capsys):
     assert main(["demo", "--seed", "1"]) == 0
     out = capsys.readouterr().out
     assert "poisson_fp_svalue" in out and "calls at svalue < 0.05" in out
+
+
+def test_fit_with_random_effects_and_save_load(tmp_path):
+    import bayescount as bc
+
+    sim = bc.simulate_cells(n_genes=30, n_donors_per_group=3, cells_per_donor=15, random_seed=1)
+    counts, samples = tmp_path / "counts.csv", tmp_path / "cells.csv"
+    sim.counts.to_csv(counts)
+    sim.samples.to_csv(samples)
+    out, save = tmp_path / "res.csv", tmp_path / "fit.nc"
+    args = ["fit", str(counts), "--samples", str(samples), "--design", "~ condition + (1|donor)",
+            "--size-factors", "poscounts", "--out", str(out), "--seed", "1", "--quiet"]
+    # A template without random effects refuses the design, naming the ones that have them.
+    assert main(args) == 2 and not out.exists()
+    assert main(args + ["--model", "nb_donor", "--save", str(save)]) == 0
+    assert len(pd.read_csv(out)) == 30
+    res = bc.Fit.load(save)
+    table = res.random_effects()
+    assert list(table.term.unique()) == ["1|donor"] and len(table) == 30

@@ -121,7 +121,7 @@ def test_pseudo_replication_cells_inflate_pseudobulk_does_not():
     """4 vs 4 donors, 250 cells each, donor effects, no condition effect (Squair et al. 2021).
 
     Treating cells as replicates calls most genes; summing per donor keeps calls at or
-    below the nominal rate. (The donor random-effects template will be the third arm.)
+    below the nominal rate, and so does ``nb_donor`` on the cells with ``(1|donor)``.
     """
     sim = bc.simulate_cells(n_genes=150, n_donors_per_group=4, cells_per_donor=250, donor_sd=0.3, random_seed=11)
     cell_level = bc.CountData.from_pandas(sim.counts, sim.samples, "~ condition", size_factors="poscounts")
@@ -130,5 +130,11 @@ def test_pseudo_replication_cells_inflate_pseudobulk_does_not():
     donors = pseudobulk(adata, donor="donor", design="~ condition")["all"]
     assert donors.samples["n_cells"].tolist() == [250] * 8
     bulk = bc.fit(donors, method="map", random_seed=1).lfc(["condition", "B", "A"])
+    mixed_data = bc.CountData.from_pandas(sim.counts, sim.samples, "~ condition + (1|donor)", size_factors="poscounts")
+    mixed_fit = bc.fit(mixed_data, model="nb_donor", method="map", random_seed=1)
+    mixed = mixed_fit.lfc(["condition", "B", "A"])
     assert (cells.svalue < 0.05).mean() > 0.2
     assert (bulk.svalue < 0.05).mean() <= 0.05
+    assert (mixed.svalue < 0.05).mean() <= 0.05
+    # The donor sd is recovered (truth 0.3 for every gene).
+    assert abs(np.median(mixed_fit.random_effects().re_sd) - 0.3) < 0.05
