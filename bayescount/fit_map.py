@@ -81,7 +81,7 @@ class _HyperFns:
 
 def _hyper_functions(spec: Spec, lay: Layout):
     """Compile the prior (loc, scale) map and the marginal hyper-objective."""
-    key = (spec.hash, lay.coef, lay.gene_params)
+    key = (spec.hash, lay.coef, lay.re_coef, lay.re_term_of, lay.gene_params)
     if key in _HYPER_CACHE:
         return _HYPER_CACHE[key]
     u = pt.dvector("u")
