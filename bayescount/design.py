@@ -51,6 +51,25 @@ class Design:
     def has_intercept(self) -> bool:
         return INTERCEPT in self.coef
 
+    @property
+    def shrunk(self) -> tuple[str, ...]:
+        """Coefficients of the formula's last term: the effect of interest, which LFC priors shrink.
+
+        Earlier terms (batch, donor, covariates) are adjustments and keep a
+        wide prior, as in DESeq2 the variable of interest goes last.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> s = pd.DataFrame({"donor": list("aabb"), "group": list("ABAB")}, index=list("1234"))
+        >>> build_design("~ donor + group", s).shrunk
+        ('group[T.B]',)
+        """
+        slices = [(str(t), sl) for t, sl in self.model_spec.term_slices.items() if str(t) != "1"]
+        if not slices:
+            return ()
+        return tuple(self.coef[slices[-1][1]])
+
     def contrast_vector(self, contrast, samples: pd.DataFrame) -> tuple[np.ndarray, str]:
         """Resolve a contrast to a numeric vector over coefficients.
 

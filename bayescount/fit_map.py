@@ -156,6 +156,21 @@ def _bounds(lay: Layout, u: np.ndarray) -> list[tuple[float, float]]:
     return out
 
 
+#: Prior scales whose moves count on their own scale, not in log: once one heads for 0
+#: (no variation of that kind), its log keeps moving without changing any answer.
+_SCALE_HYPER = ("sigma_d", "re_sigma", "zi_sigma")
+
+
+def _moved(lay: Layout, u0: np.ndarray, u1: np.ndarray) -> float:
+    step, pos = np.abs(u1 - u0), 0
+    for name, h in lay.scale_hyper.items():
+        n = 1 if h.size is None else h.size
+        if name in _SCALE_HYPER:
+            step[pos : pos + n] = np.abs(np.exp(u1[pos : pos + n]) - np.exp(u0[pos : pos + n]))
+        pos += n
+    return float(step.max())
+
+
 def _unpack_u(lay: Layout, u: np.ndarray) -> dict[str, np.ndarray]:
     out, pos = {}, 0
     for name, h in lay.scale_hyper.items():
@@ -245,12 +260,10 @@ class _Priors:
         self.loc_q, self.scale_q = (loc[:, self.integrated], scale[:, self.integrated]) if self.integrated else (None, None)
         self.re_cols = lay.re_index
         self.term_of = np.array(lay.re_term_of, dtype=int)
-        if lay.re_terms:
-            # Group-level effects keep a fixed placeholder scale here (1, from the prior table):
-            # each quadrature node sets their prior sd, so it must not move with the hyperparameters.
-            self.cond = np.arange(K)
-        else:
-            self.cond = conditional_block(self.P, K)
+        # Group-level effects keep a fixed placeholder scale here (1, from the prior table):
+        # each quadrature node sets their prior sd, so it must not move with the hyperparameters.
+        self.n_re = len(lay.re_terms)
+        self.cond = conditional_block(self.P, K)
         self.slope_idx = np.array(lay.slope_index, dtype=int)
         self.grid = lay.mixture.grid() if lay.mixture is not None else None
         self.wscale = self.scale.copy()
@@ -277,8 +290,13 @@ class _Priors:
         """``scale`` with the group-level effects' prior sd at ``exp(log_sd)`` (G, T)."""
         out = scale.copy()
         if self.has_re:
-            out[:, self.re_cols] = np.exp(log_sd[:, self.term_of])
+            out[:, self.re_cols] = np.exp(log_sd[:, : self.n_re][:, self.term_of])
         return out
+
+    @property
+    def fixed_dims(self):
+        """(dimension of the node table, theta coordinate) of integrated coordinates inside theta."""
+        return [(self.n_re, self.P)] if len(self.integrated) > self.n_re else []
 
     def component_precisions(self) -> np.ndarray:
         """(C, G, B) prior precisions of the conditional block under each LFC-prior component."""
@@ -310,17 +328,23 @@ def _weak_fit(prob, data, lay, pr: _Priors, start=None, q=None):
     _, _, H = prob.derivs(theta, rows, pr.loc, jscale)
     cov, pd_ok = laplace_cov(H)
     if pr.has_re:
-        # Random-effect scales: nodes first spread over their prior, then re-centred on each
-        # gene's posterior from that first pass.
+        # Random-effect scales (and the log-dispersion): nodes first spread over the scales' prior
+        # and the dispersion's Laplace approximation, then re-centred on each gene's posterior.
         sd_floor = np.minimum(0.05, pr.scale_q)
+        sd_cap = pr.scale_q.copy()
+        args = (prob, theta, pr.loc, pr.wscale, pr.re_cols, pr.term_of)
+        kw = {"cond": pr.cond, "fixed": pr.fixed_dims}
         if q is None:
-            q = (pr.loc_q, pr.scale_q)
+            q_mean, q_sd = pr.loc_q.copy(), pr.scale_q.copy()
+            for dim, k in pr.fixed_dims:
+                q_mean[:, dim] = theta[:, k]
+                q_sd[:, dim] = np.sqrt(np.clip(cov[:, k, k], 0.01, 4.0))
+                sd_cap[:, dim] = np.maximum(sd_cap[:, dim], q_sd[:, dim])
+            q = (q_mean, q_sd)
             for _ in range(2):
-                table = scale_nodes(prob, theta, pr.loc, pr.wscale, pr.re_cols, pr.term_of, q[0],
-                                    np.clip(q[1], sd_floor, pr.scale_q))
+                table = scale_nodes(*args, q[0], np.clip(q[1], sd_floor, sd_cap), **kw)
                 q = scale_posterior(table, pr.loc_q, pr.scale_q)
-        table = scale_nodes(prob, theta, pr.loc, pr.wscale, pr.re_cols, pr.term_of, q[0],
-                            np.clip(q[1], sd_floor, pr.scale_q))
+        table = scale_nodes(*args, q[0], np.clip(q[1], sd_floor, np.maximum(sd_cap, pr.scale_q)), **kw)
     else:
         table = dispersion_nodes(prob, theta, cov, rows, pr.loc, pr.wscale)
     return theta, cov, table, conv & pd_ok & table.ok, n_iter
@@ -367,7 +391,7 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
         last_step = step
         sweeps += 1
         bar.advance()
-        moved = np.max(np.abs(u - u_sweep)) if hf.n_u else 0.0
+        moved = _moved(lay, u_sweep, u) if hf.n_u else 0.0
         if pi is not None:
             moved = max(moved, np.max(np.abs(pi - pi_sweep)))
         log.debug("sweep %d: hyper %s pi %s (moved %.2e)", sweeps, _unpack_u(lay, u), pi, moved)
@@ -471,10 +495,10 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
     covs[:, :, cond[:, None], cond[None, :]] = slot_covariance(table, comp_prec, node_of, comp_of)
     re_log_sd = None
     if pr.has_re:
-        re_log_sd = table.d[gi, node_of]  # (G, S, T): the slot's node
+        re_log_sd = table.d[gi, node_of][..., : pr.n_re]  # (G, S, T): the slot's node
         post_log_sd = scale_posterior(table, pr.loc_d, pr.scale_d)[0]
-    elif prob.Q:
-        modes[:, :, P] = table.d[gi, node_of, 0]
+    if prob.Q:
+        modes[:, :, P] = table.d[gi, node_of, pr.n_re]
         covs[:, :, P, P] = 1e-12
     # Wald tests: the weak-prior (near-MLE) mode, its coefficient covariance with the gene
     # parameter integrated out, as DESeq2 tests its MLE.

@@ -73,18 +73,21 @@ class Layout:
     def integrated(self) -> list[int]:
         """Prior-table coordinates the MAP path integrates by quadrature.
 
-        The random-effect log scales when there are any, else the first gene
-        parameter (the log-dispersion); the rest is Laplace-approximated.
+        The random-effect log scales (if any), then the first gene parameter
+        (the log-dispersion); the rest is Laplace-approximated.
         """
         K = len(self.names)
+        disp = [self.n_linear] if self.gene_params else []
         if self.re_terms:
-            return list(range(K, K + len(self.re_terms)))
-        return [self.n_linear] if self.gene_params else []
+            return list(range(K, K + len(self.re_terms))) + disp
+        return disp
 
 
 def layout(spec: Spec, data: CountData) -> Layout:
     coef = tuple(data.design.coef)
-    slopes = tuple(c for c in coef if c != INTERCEPT)
+    # Only the last term's coefficients get the LFC prior: adjustment terms (donor, batch)
+    # would otherwise put every gene in a non-null component and void the lfsr's null.
+    slopes = tuple(c for c in coef if c in data.design.shrunk)
     if isinstance(spec.coefficients, (NormalLearnedScale, ScaleMixture)) and INTERCEPT not in coef:
         raise InputError(
             f"design {data.design.formula!r} has no intercept, but template {spec.name!r} shrinks every "
@@ -133,7 +136,7 @@ def prior_loc_scale(spec: Spec, lay: Layout, hyper: dict, base_mean) -> tuple[li
     i_loc, i_scale = spec.intercept.loc_scale(hyper, ctx)
     k = 0
     for c in lay.coef:
-        if c == INTERCEPT:
+        if c not in lay.slopes:
             locs.append(i_loc)
             scales.append(i_scale)
         else:

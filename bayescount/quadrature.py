@@ -191,69 +191,91 @@ def node_prior(table: NodeTable, loc_d, scale_d) -> np.ndarray:
     return _log_normal(table.d, loc_d[:, None, :], scale_d[:, None, :]).sum(axis=2)
 
 
-def _product_rule(T: int):
-    """Gauss-Hermite nodes (N, T) and log weights (N,) for a standard normal in T dimensions."""
-    n = {1: 7, 2: 5}.get(T, 3)
-    x, w = np.polynomial.hermite.hermgauss(n)
-    grids = np.meshgrid(*([np.sqrt(2.0) * x] * T), indexing="ij")
-    logw = sum(np.meshgrid(*([np.log(w / np.sqrt(np.pi))] * T), indexing="ij"))
+def _product_rule(sizes):
+    """Gauss-Hermite nodes (N, T) and log weights (N,) for a standard normal, ``sizes[t]`` nodes per dimension."""
+    rules = [np.polynomial.hermite.hermgauss(n) for n in sizes]
+    grids = np.meshgrid(*[np.sqrt(2.0) * x for x, _ in rules], indexing="ij")
+    logw = sum(np.meshgrid(*[np.log(w / np.sqrt(np.pi)) for _, w in rules], indexing="ij"))
     return np.stack([g.ravel() for g in grids], axis=1), np.ravel(logw)
 
 
-def scale_nodes(prob, theta, loc, wscale, re_cols, term_of, q_mean, q_sd) -> NodeTable:
-    """Quadrature over each gene's random-effect log scales, everything else Laplace at each node.
+def _node_counts(n_scales: int, n_fixed: int) -> list[int]:
+    """Nodes per dimension: 7 for a lone scale, 5 per scale with one more dimension, 3 beyond;
+    the log-dispersion, usually far better determined than a scale, takes 3."""
+    per_scale = {1: 7 if not n_fixed else 5, 2: 5 if not n_fixed else 3}.get(n_scales, 3)
+    return [per_scale] * n_scales + [3] * n_fixed
 
-    At every node (a product Gauss-Hermite grid around the proposal
-    ``N(q_mean, q_sd)``, (G, T)) the group-level effects get prior sd
-    ``exp(node)`` and all coordinates (fixed and group-level effects and the
-    gene parameters) are re-fitted by damped Newton from the previous node's
-    fit (the joint fit ``theta`` for the first); the Laplace evidence of the
-    node, divided by the proposal density, is its log weight. This is the Laplace-approximate marginal likelihood of
-    the scales that glmmTMB maximizes, integrated instead of maximized.
+
+def scale_nodes(prob, theta, loc, wscale, re_cols, term_of, q_mean, q_sd, cond, fixed=()) -> NodeTable:
+    """Quadrature over each gene's random-effect log scales (and its log-dispersion), Laplace for the rest.
+
+    The first dimensions of the proposal ``N(q_mean,
+    q_sd)`` ((G, D) each) are the random-effect terms' log sds; ``fixed``
+    lists ``(dimension, theta coordinate)`` pairs for further integrated
+    coordinates inside ``theta`` (the log-dispersion). At every node of a
+    product Gauss-Hermite grid the group-level effects get prior sd
+    ``exp(node)``, the fixed coordinates take the node's value, and the
+    conditional block ``cond`` (coefficients, effects, other gene
+    parameters) takes Newton steps from the nearest node already fitted;
+    the Laplace evidence of the node divided by the proposal density is its
+    log weight. This is the Laplace-approximate marginal likelihood of the
+    scales that glmmTMB maximizes, integrated instead of maximized; with the
+    dispersion integrated too, the effects no longer soak up the counts'
+    own noise when groups are small (paired designs), which a joint fit of
+    dispersion and effects does (the Neyman-Scott bias).
     """
     G, K = theta.shape
-    T = q_mean.shape[1]
-    X, logw = _product_rule(T)
+    D = q_mean.shape[1]
+    m = cond.size
+    X, logw = _product_rule(_node_counts(D - len(fixed), len(fixed)))
     N = X.shape[0]
     d = q_mean[:, None, :] + q_sd[:, None, :] * X[None]
     rows = np.arange(G)
     base = np.empty((G, N))
-    b = np.empty((G, N, K))
-    prec = np.empty((G, N, K, K))
+    b = np.empty((G, N, m))
+    prec = np.empty((G, N, m, m))
     proposal = np.empty((G, N))
+    block = np.ix_(rows, cond, cond)
+    n_re = len(set(np.asarray(term_of).tolist()))
     order = np.argsort(np.abs(X).sum(axis=1), kind="stable")
     for n, i in enumerate(order):
         # Start from the nearest node already fitted (the joint fit for the first).
-        th = theta.copy() if n == 0 else b[:, order[np.argmin(np.abs(X[order[:n]] - X[i]).sum(axis=1))]].copy()
+        th = theta.copy()
+        if n:
+            th[:, cond] = b[:, order[np.argmin(np.abs(X[order[:n]] - X[i]).sum(axis=1))]]
+        for dim, k in fixed:
+            th[:, k] = d[:, i, dim]
         sc = wscale.copy()
-        sc[:, re_cols] = np.exp(d[:, i, term_of])
+        sc[:, re_cols] = np.exp(d[:, i, :n_re][:, term_of])
         for s in range(NODE_STEPS):
             ll, g, H = prob.derivs(th, rows, loc, sc)
-            A = -H
+            A = -H[block]
             with np.errstate(invalid="ignore", divide="ignore"):
                 L = cholesky(A)
-                step = backward(L, forward(L, g))
+                step = backward(L, forward(L, g[:, cond]))
             # Non-finite factors mark the node as unusable below; keep parameters finite.
             step[~np.all(np.isfinite(step), axis=1)] = 0.0
             if s < NODE_STEPS - 1:
                 big = np.abs(step).max(axis=1)
-                th = th + step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
+                th[:, cond] += step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
         with np.errstate(invalid="ignore", divide="ignore"):
             logdet = 2.0 * np.sum(np.log(np.einsum("gkk->gk", L)), axis=1)
-        # Log posterior at the node's mode from the last step's quadratic model.
-        f = ll + _log_normal(th, loc, sc).sum(axis=1) + 0.5 * np.einsum("gk,gk->g", g, step)
+        # Log posterior of the block at the node's mode from the last step's quadratic model; the
+        # integrated coordinates' own priors enter through node_prior.
+        f = (ll + _log_normal(th[:, cond], loc[:, cond], sc[:, cond]).sum(axis=1)
+             + 0.5 * np.einsum("gk,gk->g", g[:, cond], step))
         log_q = _log_normal(d[:, i], q_mean, q_sd).sum(axis=1)
-        base[:, i] = f + 0.5 * K * _LOG2PI - 0.5 * logdet - log_q + logw[i]
+        base[:, i] = f + 0.5 * m * _LOG2PI - 0.5 * logdet - log_q + logw[i]
         proposal[:, i] = log_q - logw[i]
-        b[:, i] = th + step
+        b[:, i] = th[:, cond] + step
         prec[:, i] = A
     bad = ~np.isfinite(base) | ~np.all(np.isfinite(prec), axis=(2, 3))
     base[bad] = -np.inf
-    prec[bad] = np.eye(K)
+    prec[bad] = np.eye(m)
     ok = ~bad.all(axis=1)
     # A gene with no usable node keeps the centre one (and is flagged through ``ok``).
     base[~ok, int(np.argmin(np.abs(X).sum(axis=1)))] = 0.0
-    return NodeTable(d, base, b, prec, ok, loc.copy(), 1.0 / wscale**2, proposal)
+    return NodeTable(d, base, b, prec, ok, loc[:, cond].copy(), 1.0 / wscale[:, cond] ** 2, proposal)
 
 
 def scale_posterior(table: NodeTable, loc_d, scale_d):

@@ -151,15 +151,24 @@ class Fit:
         from .parts import ScaleMixture
 
         coef = list(self.idata["constant_data"]["coef"].values)
-        intercept_free = "Intercept" not in coef or vec[coef.index("Intercept")] == 0
-        return isinstance(self.spec.coefficients, ScaleMixture) and intercept_free
+        shrunk = set(self._slopes())
+        slopes_only = all(c in shrunk for c, v in zip(coef, vec) if v != 0)
+        return isinstance(self.spec.coefficients, ScaleMixture) and slopes_only
+
+    def _slopes(self) -> list[str]:
+        """Coefficients under the LFC prior (the design's last term)."""
+        post = self.idata["posterior"]
+        if "slope" in post.coords:
+            return [str(c) for c in post["slope"].values]
+        return [c for c in map(str, self.idata["constant_data"]["coef"].values) if c != "Intercept"]
 
     def _null_prob_draws(self, beta) -> np.ndarray:
         """Per-draw probability that a gene sits in the null component: ``(n_draws, n_genes)``."""
         from scipy.special import logsumexp
 
         coef = list(self.idata["constant_data"]["coef"].values)
-        slopes = beta[..., [i for i, c in enumerate(coef) if c != "Intercept"]]  # chain, draw, gene, slope
+        shrunk = set(self._slopes())
+        slopes = beta[..., [i for i, c in enumerate(coef) if c in shrunk]]  # chain, draw, gene, slope
         grid = self.spec.coefficients.grid()
         pi = self.idata["posterior"]["pi"].values  # chain, draw, scale
         comp = np.sum(-0.5 * (slopes[..., None] / grid) ** 2 - np.log(grid), axis=3)  # chain, draw, gene, k
