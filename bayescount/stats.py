@@ -203,8 +203,11 @@ def _hdi_histogram(w, mean, sd, prob, n_grid):
             cdf = ndtr((edges[r] - mean[r, c, None]) / sd[r, c, None])
             mass[r] += w[r, c, None] * (cdf[:, 1:] - cdf[:, :-1])
     mass /= mass.sum(axis=1, keepdims=True)
+    # The left-out components' mass may fall outside: the live mass inside is raised so that
+    # the interval still holds ``prob`` of the whole posterior.
+    target = np.minimum(prob / np.sum(np.where(live, w, 0.0), axis=1) * np.sum(w, axis=1), 1.0 - 1e-12)
     ranked = -np.sort(-mass, axis=1)
-    k = np.minimum(np.argmax(np.cumsum(ranked, axis=1) >= prob, axis=1), n_grid - 1)
+    k = np.minimum(np.argmax(np.cumsum(ranked, axis=1) >= target[:, None], axis=1), n_grid - 1)
     inside = mass >= ranked[np.arange(G), k][:, None]
     # Cell edges, not centres: a null component's whole mass sits in one cell.
     lo = np.nanmin(np.where(inside, centres - 0.5 * step[:, None], np.nan), axis=1)
