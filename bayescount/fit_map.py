@@ -257,7 +257,8 @@ class _Priors:
         loc, scale = prior_fn(u, base_mean)
         self.loc, self.scale = loc[:, :K].copy(), scale[:, :K].copy()
         self.integrated = lay.integrated
-        self.loc_q, self.scale_q = (loc[:, self.integrated], scale[:, self.integrated]) if self.integrated else (None, None)
+        # (G, T) prior means and sds of the integrated coordinates, or None.
+        self.loc_d, self.scale_d = (loc[:, self.integrated], scale[:, self.integrated]) if self.integrated else (None, None)
         self.re_cols = lay.re_index
         self.term_of = np.array(lay.re_term_of, dtype=int)
         # Group-level effects keep a fixed placeholder scale here (1, from the prior table):
@@ -272,15 +273,6 @@ class _Priors:
             if self.grid is not None:
                 wide = np.full_like(wide, max(WEAK_SCALE, self.grid.max()))
             self.wscale[:, self.slope_idx] = wide
-
-    @property
-    def loc_d(self):
-        """(G, T) prior means of the integrated coordinates, or None."""
-        return self.loc_q
-
-    @property
-    def scale_d(self):
-        return self.scale_q
 
     @property
     def has_re(self) -> bool:
@@ -323,19 +315,19 @@ def _weak_fit(prob, data, lay, pr: _Priors, start=None, q=None):
     rows = np.arange(data.n_genes)
     theta0 = _initial_theta(data, lay, pr.loc) if start is None else start
     # Group-level effects: the joint fit puts their prior sd at the scales' prior median.
-    jscale = pr.with_re_scale(pr.wscale, pr.loc_q) if pr.has_re else pr.wscale
+    jscale = pr.with_re_scale(pr.wscale, pr.loc_d) if pr.has_re else pr.wscale
     theta, conv, n_iter = newton(prob, theta0, pr.loc, jscale)
     _, _, H = prob.derivs(theta, rows, pr.loc, jscale)
     cov, pd_ok = laplace_cov(H)
     if pr.has_re:
         # Random-effect scales (and the log-dispersion): nodes first spread over the scales' prior
         # and the dispersion's Laplace approximation, then re-centred on each gene's posterior.
-        sd_floor = np.minimum(0.05, pr.scale_q)
-        sd_cap = pr.scale_q.copy()
+        sd_floor = np.minimum(0.05, pr.scale_d)
+        sd_cap = pr.scale_d.copy()
         args = (prob, theta, pr.loc, pr.wscale, pr.re_cols, pr.term_of)
         kw = {"cond": pr.cond, "fixed": pr.fixed_dims}
         if q is None:
-            q_mean, q_sd = pr.loc_q.copy(), pr.scale_q.copy()
+            q_mean, q_sd = pr.loc_d.copy(), pr.scale_d.copy()
             for dim, k in pr.fixed_dims:
                 q_mean[:, dim] = theta[:, k]
                 q_sd[:, dim] = np.sqrt(np.clip(cov[:, k, k], 0.01, 4.0))
@@ -343,8 +335,8 @@ def _weak_fit(prob, data, lay, pr: _Priors, start=None, q=None):
             q = (q_mean, q_sd)
             for _ in range(2):
                 table = scale_nodes(*args, q[0], np.clip(q[1], sd_floor, sd_cap), **kw)
-                q = scale_posterior(table, pr.loc_q, pr.scale_q)
-        table = scale_nodes(*args, q[0], np.clip(q[1], sd_floor, np.maximum(sd_cap, pr.scale_q)), **kw)
+                q = scale_posterior(table, pr.loc_d, pr.scale_d)
+        table = scale_nodes(*args, q[0], np.clip(q[1], sd_floor, np.maximum(sd_cap, pr.scale_d)), **kw)
     else:
         table = dispersion_nodes(prob, theta, cov, rows, pr.loc, pr.wscale)
     return theta, cov, table, conv & pd_ok & table.ok, n_iter
@@ -430,9 +422,6 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
         if mix is not None:
             lp_d = node_prior(table, pr.loc_d, pr.scale_d)
             comp_ll = logsumexp(table.base[:, :, None] + lp_d[:, :, None] + log_ratio, axis=1)
-            if np.isnan(comp_ll).any():
-                log.debug("%d genes with NaN component evidence", int(np.isnan(comp_ll).any(axis=1).sum()))
-                comp_ll = np.where(np.isnan(comp_ll), -np.inf, comp_ll)
             new_pi = mixture_weights(None, None, None, pr.grid, mix.concentration(), pi0=pi,
                                         loglik=np.where(keep[:, None], comp_ll, -np.inf))
             change = np.max(np.abs(new_pi - pi))
@@ -442,10 +431,9 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
             evidence = log_ratio[:, :, 0]
         if hf.n_u:
             qlog = table.base + evidence
-            qnodes = table.d
             qlog = np.where(np.isfinite(qlog), qlog, -1e300)
             qlog -= qlog.max(axis=1, keepdims=True)
-            quad = (qnodes, qlog, (keep & bool(lay.integrated)).astype(float))
+            quad = (table.d, qlog, (keep & bool(lay.integrated)).astype(float))
             res = optimize.minimize(
                 lambda v: tuple(np.asarray(a, dtype=float) for a in hf.obj_fn(v, xhat, s2, mask, data.base_mean, *quad)),
                 u, jac=True, method="L-BFGS-B", bounds=bounds,

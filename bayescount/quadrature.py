@@ -46,9 +46,6 @@ class NodeTable:
     ok: np.ndarray
     loc_b: np.ndarray
     w_prec: np.ndarray
-    #: (G, N) ``log q(d_i) - log(GH weight_i)``: adding it to ``base`` gives the node's own
-    #: log evidence (random-effect scale tables only).
-    proposal: np.ndarray | None = None
 
 
 def _log_normal(x, loc, scale):
@@ -59,6 +56,33 @@ def _log_normal(x, loc, scale):
 def conditional_block(P: int, K: int) -> np.ndarray:
     """Coordinates re-fitted at each node: all but the first gene parameter (index ``P``)."""
     return np.r_[0:P, P + 1 : K] if K > P else np.arange(P)
+
+
+def _node_fit(prob, th, rows, loc, scale, cond, n_steps):
+    """``n_steps`` Newton steps on the block ``cond`` of ``th`` (the rest held), in place.
+
+    Returns the conditional mode, its log posterior from the last step's
+    quadratic model (the block's prior included), the block's precision and
+    its log-determinant. Genes whose block Hessian is not positive definite
+    get NaN there, which marks the node as unusable; their parameters stay
+    finite, since the kernels refuse NaN.
+    """
+    block = np.ix_(rows, cond, cond)
+    for s in range(n_steps):
+        ll, g, H = prob.derivs(th, rows, loc, scale)
+        A = -H[block]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            L = cholesky(A)
+            step = backward(L, forward(L, g[:, cond]))
+        step[~np.all(np.isfinite(step), axis=1)] = 0.0
+        if s < n_steps - 1:
+            big = np.abs(step).max(axis=1)
+            th[:, cond] += step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        logdet = 2.0 * np.sum(np.log(np.einsum("gkk->gk", L)), axis=1)
+    f = (ll + _log_normal(th[:, cond], loc[rows][:, cond], scale[rows][:, cond]).sum(axis=1)
+         + 0.5 * np.einsum("gk,gk->g", g[:, cond], step))
+    return th[:, cond] + step, f, A, logdet
 
 
 def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int = 2) -> NodeTable:
@@ -92,33 +116,14 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int = 2) -> N
     base = np.empty((G, N_NODES))
     b = np.empty((G, N_NODES, m))
     prec = np.empty((G, N_NODES, m, m))
-    block = np.ix_(np.arange(G), cond, cond) if G else None
     for i in range(N_NODES):
         th = theta.copy()
         step_d = d[:, i] - theta[:, P]
         th[:, P] = d[:, i]
         th[:, cond] += slope * step_d[:, None]
-        for s in range(n_steps):
-            ll, g, H = prob.derivs(th, rows, loc, wscale)
-            A = -H[block]
-            # Not positive definite -> NaN factors -> the gene falls back to one node below.
-            with np.errstate(invalid="ignore", divide="ignore"):
-                L = cholesky(A)
-                step = backward(L, forward(L, g[:, cond]))
-            # Keep those genes' parameters finite (the kernels refuse NaN); their NaN
-            # log-determinant still marks them.
-            step[~np.all(np.isfinite(step), axis=1)] = 0.0
-            if s < n_steps - 1:
-                big = np.abs(step).max(axis=1)
-                th[:, cond] += step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            logdet = 2.0 * np.sum(np.log(np.einsum("gkk->gk", L)), axis=1)
-        # Log density at the conditional mode from the last step's quadratic model.
-        f = ll + _log_normal(th[:, cond], bl, bs).sum(axis=1) + 0.5 * np.einsum("gk,gk->g", g[:, cond], step)
+        b[:, i], f, prec[:, i], logdet = _node_fit(prob, th, rows, loc, wscale, cond, n_steps)
         log_q = _log_normal(d[:, i], theta[:, P], sd_q)
         base[:, i] = f + 0.5 * m * _LOG2PI - 0.5 * logdet - log_q + np.log(_GH_W[i] / np.sqrt(np.pi))
-        b[:, i] = th[:, cond] + step
-        prec[:, i] = A
     ok = np.all(np.isfinite(base), axis=1) & np.all(np.isfinite(b), axis=(1, 2))
     if not ok.all():
         # A gene whose nodes fail keeps its joint Laplace fit as one node.
@@ -234,9 +239,7 @@ def scale_nodes(prob, theta, loc, wscale, re_cols, term_of, q_mean, q_sd, cond, 
     base = np.empty((G, N))
     b = np.empty((G, N, m))
     prec = np.empty((G, N, m, m))
-    proposal = np.empty((G, N))
-    block = np.ix_(rows, cond, cond)
-    n_re = len(set(np.asarray(term_of).tolist()))
+    n_re = D - len(fixed)
     order = np.argsort(np.abs(X).sum(axis=1), kind="stable")
     for n, i in enumerate(order):
         # Start from the nearest node already fitted (the joint fit for the first).
@@ -247,35 +250,17 @@ def scale_nodes(prob, theta, loc, wscale, re_cols, term_of, q_mean, q_sd, cond, 
             th[:, k] = d[:, i, dim]
         sc = wscale.copy()
         sc[:, re_cols] = np.exp(d[:, i, :n_re][:, term_of])
-        for s in range(NODE_STEPS):
-            ll, g, H = prob.derivs(th, rows, loc, sc)
-            A = -H[block]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                L = cholesky(A)
-                step = backward(L, forward(L, g[:, cond]))
-            # Non-finite factors mark the node as unusable below; keep parameters finite.
-            step[~np.all(np.isfinite(step), axis=1)] = 0.0
-            if s < NODE_STEPS - 1:
-                big = np.abs(step).max(axis=1)
-                th[:, cond] += step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            logdet = 2.0 * np.sum(np.log(np.einsum("gkk->gk", L)), axis=1)
-        # Log posterior of the block at the node's mode from the last step's quadratic model; the
-        # integrated coordinates' own priors enter through node_prior.
-        f = (ll + _log_normal(th[:, cond], loc[:, cond], sc[:, cond]).sum(axis=1)
-             + 0.5 * np.einsum("gk,gk->g", g[:, cond], step))
+        # The integrated coordinates' own priors enter through node_prior, not f.
+        b[:, i], f, prec[:, i], logdet = _node_fit(prob, th, rows, loc, sc, cond, NODE_STEPS)
         log_q = _log_normal(d[:, i], q_mean, q_sd).sum(axis=1)
         base[:, i] = f + 0.5 * m * _LOG2PI - 0.5 * logdet - log_q + logw[i]
-        proposal[:, i] = log_q - logw[i]
-        b[:, i] = th[:, cond] + step
-        prec[:, i] = A
     bad = ~np.isfinite(base) | ~np.all(np.isfinite(prec), axis=(2, 3))
     base[bad] = -np.inf
     prec[bad] = np.eye(m)
     ok = ~bad.all(axis=1)
     # A gene with no usable node keeps the centre one (and is flagged through ``ok``).
     base[~ok, int(np.argmin(np.abs(X).sum(axis=1)))] = 0.0
-    return NodeTable(d, base, b, prec, ok, loc[:, cond].copy(), 1.0 / wscale[:, cond] ** 2, proposal)
+    return NodeTable(d, base, b, prec, ok, loc[:, cond].copy(), 1.0 / wscale[:, cond] ** 2)
 
 
 def scale_posterior(table: NodeTable, loc_d, scale_d):

@@ -84,11 +84,9 @@ def _split_random(formula: str, error: Exception):
     if top_bar:
         raise InputError(f"formula {formula!r} has both random effects and a zero part after '|'; "
                          "random effects with a zero part are not supported yet")
+    fixed, group_terms = split_formula(rhs)  # InputError with formulae's message when it cannot parse
     try:
-        fixed, group_terms = split_formula(rhs)
         fixed_terms = Formula(fixed.lstrip("~ "))
-    except InputError:
-        raise
     except Exception:
         raise InputError(f"cannot parse formula {formula!r}: {error}") from None
     if not group_terms:
