@@ -16,6 +16,7 @@ True
 
 import logging
 
+from .compare import compare_evidence
 from .data import CountData, compute_size_factors
 from .design import build_design
 from .errors import InputError, ResultIntegrityError, SpecError
@@ -30,6 +31,6 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "CountData", "Fit", "InputError", "ResultIntegrityError", "Simulation", "SpecError",
-    "build_design", "build_model", "compute_size_factors", "fit", "list_templates", "load_spec", "pseudobulk",
+    "build_design", "build_model", "compare_evidence", "compute_size_factors", "fit", "list_templates", "load_spec", "pseudobulk",
     "read_cells", "simulate", "simulate_cells",
 ]

@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--save", help="save the fit (ArviZ DataTree) to this netCDF file")
     f.add_argument("--seed", type=int, default=None, help="random seed (recorded in the fit)")
     f.add_argument("--weights", help="sample-table column of observation weights (precision, not class balance)")
+    f.add_argument("--dispersion-by", help="sample-table factor whose levels get their own dispersion per gene "
+                                           "(each shrunk to the trend; see compare_evidence)")
+    f.add_argument("--zero-design", help='zero-inflated/hurdle templates: covariates of the zero probability, '
+                                         'e.g. "~ group"')
+    f.add_argument("--zero-out", help="with --zero-design: write the per-gene change in the zero log-odds here")
     f.add_argument("--size-factors", default=None, choices=["ratio", "poscounts", "none"],
                    help="default: ratio (poscounts for cell-level .h5ad counts)")
     f.add_argument("--draws", type=int, default=None, help="posterior draws (default: 200 MAP, 1000 NUTS/ADVI)")
@@ -122,10 +127,19 @@ def cmd_fit(args) -> int:
     datasets = _read_fit_input(args)
     if args.weights:
         datasets = {name: data.with_weights(args.weights) for name, data in datasets.items()}
+    if args.dispersion_by:
+        datasets = {name: data.with_dispersion_by(args.dispersion_by) for name, data in datasets.items()}
+    if args.zero_out and not args.zero_design:
+        raise InputError("--zero-out needs --zero-design (the covariates of the zero probability)")
+    if args.zero_design:
+        datasets = {name: data.with_zero_design(args.zero_design) for name, data in datasets.items()}
     # Resolve the contrast before fitting so a typo costs nothing.
     for data in datasets.values():
         data.design.contrast_vector(contrast, data.samples)
-    fits, tables = {}, []
+        if args.zero_out:
+            data.zero_design.contrast_vector(contrast, data.samples)
+    _check_writable(args.zero_out, "--zero-out")
+    fits, tables, zero_tables = {}, [], []
     for name, data in datasets.items():
         prefix = f"cell type {name}: " if name is not None else ""
         log.info("%sdata: %d genes x %d samples (%d all-zero genes dropped)", prefix, data.n_genes, data.n_obs,
@@ -139,6 +153,12 @@ def cmd_fit(args) -> int:
             table.insert(0, "cell_type", name)
         fits[name] = res
         tables.append(table)
+        if args.zero_out:
+            # The same contrast, resolved against the zero design.
+            zt = res.zero_effect(contrast, hdi_prob=args.hdi_prob)
+            if name is not None:
+                zt.insert(0, "cell_type", name)
+            zero_tables.append(zt)
     table = pd.concat(tables, ignore_index=True)
     # Outputs are written only once every fit has finished: no partial set of files.
     if args.save:
@@ -146,6 +166,9 @@ def cmd_fit(args) -> int:
             path = args.save if name is None else _per_cell_type(args.save, name)
             res.save(path)
             log.info("fit saved to %s", path)
+    if args.zero_out:
+        atomic_write_csv(pd.concat(zero_tables, ignore_index=True), args.zero_out, index=False)
+        log.info("zero-probability table written to %s", args.zero_out)
     if args.out:
         atomic_write_csv(table, args.out, index=False)
         log.info("LFC table written to %s", args.out)

@@ -24,6 +24,18 @@ SIZE_FACTOR_METHODS = ("ratio", "poscounts", "none")
 
 
 @dataclass(frozen=True)
+class DispersionGroups:
+    """One dispersion per level of ``column``: ``codes[s]`` is sample ``s``'s level."""
+
+    column: str
+    levels: tuple[str, ...]
+    codes: np.ndarray
+
+    def labels(self, stem: str = "log_dispersion") -> tuple[str, ...]:
+        return tuple(f"{stem}[{lv}]" for lv in self.levels)
+
+
+@dataclass(frozen=True)
 class CountData:
     """Counts (genes x observations) with their sample table and design.
 
@@ -71,6 +83,8 @@ class CountData:
     n_dropped_zero: int = 0
     flags: np.ndarray = field(default_factory=lambda: np.array([], dtype=object))
     weights: np.ndarray | None = None  # (genes, obs) observation weights, or None
+    dispersion_groups: "DispersionGroups | None" = None  # per-level dispersions (with_dispersion_by)
+    zero_design: Design | None = None  # covariates of the zero probability (with_zero_design)
 
     @property
     def n_genes(self) -> int:
@@ -229,6 +243,8 @@ class CountData:
             n_dropped_zero=self.n_dropped_zero,
             flags=self.flags[index],
             weights=None if self.weights is None else self.weights[index],
+            dispersion_groups=self.dispersion_groups,
+            zero_design=self.zero_design,
         )
 
     def with_weights(self, weights) -> "CountData":
@@ -282,6 +298,91 @@ class CountData:
         if np.any(w.sum(axis=1) == 0):
             raise InputError("some genes have weight 0 in every sample; give them positive weights or drop them")
         return dataclasses.replace(self, weights=np.ascontiguousarray(w, dtype=float))
+
+    def with_dispersion_by(self, column: str | None) -> "CountData":
+        """A copy whose genes get one dispersion per level of a sample-table factor.
+
+        Each gene's log-dispersion at every level gets the template's
+        dispersion prior (for ``nb_trend``: the shared trend at the gene's
+        base mean with scatter ``sigma_d``), so the levels are shrunk to the
+        trend, not to each other. Use it when one group is more variable than
+        another (tumour vs normal, a noisier batch); check that it is
+        warranted with :func:`bayescount.compare_evidence`.
+
+        Parameters
+        ----------
+        column : str or None
+            A categorical sample-table column with at least two levels, each
+            with at least two samples; ``None`` returns one shared dispersion.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> counts = pd.DataFrame([[5, 6, 9, 7]], index=["g1"], columns=list("abcd"))
+        >>> samples = pd.DataFrame({"group": ["A", "A", "B", "B"]}, index=list("abcd"))
+        >>> d = CountData.from_pandas(counts, samples, design="~ group").with_dispersion_by("group")
+        >>> d.dispersion_groups.levels, d.dispersion_groups.codes.tolist()
+        (('A', 'B'), [0, 0, 1, 1])
+        """
+        if column is None:
+            return dataclasses.replace(self, dispersion_groups=None)
+        if column not in self.samples.columns:
+            raise InputError(f"dispersion_by column {column!r} not in the sample table; columns: "
+                             f"{list(self.samples.columns)}")
+        values = self.samples[column]
+        if values.isna().any():
+            raise InputError(f"dispersion_by column {column!r} has missing values; fill or drop those samples")
+        cat = pd.Categorical(values.astype(str))
+        levels = tuple(str(v) for v in cat.categories)
+        counts = np.bincount(cat.codes, minlength=len(levels))
+        if len(levels) < 2:
+            raise InputError(f"dispersion_by column {column!r} has one level; a per-level dispersion needs two or more")
+        if counts.min() < 2:
+            few = [lv for lv, n in zip(levels, counts) if n < 2]
+            raise InputError(f"dispersion_by column {column!r}: level(s) {few} have fewer than 2 samples, "
+                             "so their dispersion is not identified; merge levels or drop dispersion_by")
+        if len(levels) > 4:
+            raise InputError(f"dispersion_by column {column!r} has {len(levels)} levels; at most 4 are supported "
+                             "(each gene's dispersions are integrated on a product grid)")
+        groups = DispersionGroups(column=column, levels=levels, codes=np.asarray(cat.codes, dtype=np.int64))
+        return dataclasses.replace(self, dispersion_groups=groups)
+
+    def with_zero_design(self, formula: str | None) -> "CountData":
+        """A copy whose zero probability (ZINB's structural zeros, the hurdle's zeros) has covariates.
+
+        Each gene's zero logit becomes ``Z_s gamma_g`` with ``Z`` built from
+        ``formula`` and the sample table (formulaic, like the count design).
+        The intercept keeps the template's zero-inflation prior (learned
+        across genes); the other coefficients get ``Normal(0, coef_sigma)``
+        from the same part. :meth:`bayescount.Fit.zero_effect` reports their
+        contrasts per gene.
+
+        Parameters
+        ----------
+        formula : str or None
+            e.g. ``"~ group"``; it must have an intercept. ``None`` or ``"~ 1"``:
+            one zero probability per gene.
+
+        Examples
+        --------
+        >>> import pandas as pd
+        >>> counts = pd.DataFrame([[0, 6, 0, 7]], index=["g1"], columns=list("abcd"))
+        >>> samples = pd.DataFrame({"group": ["A", "A", "B", "B"]}, index=list("abcd"))
+        >>> d = CountData.from_pandas(counts, samples, design="~ group", size_factors="none").with_zero_design("~ group")
+        >>> d.zero_design.coef
+        ('Intercept', 'group[T.B]')
+        """
+        if formula is None or formula.replace(" ", "").lstrip("~") in ("", "1"):
+            return dataclasses.replace(self, zero_design=None)
+        if not formula.strip().startswith("~"):
+            formula = "~ " + formula
+        zd = build_design(formula, self.samples)
+        if zd.random is not None:
+            raise InputError(f"zero-part formula {formula!r}: random effects are not supported in the zero part")
+        if not zd.coef or zd.coef[0] != "Intercept":
+            raise InputError(f"zero-part formula {formula!r} needs an intercept (the gene's baseline zero "
+                             "probability); drop '0 +' / '- 1'")
+        return dataclasses.replace(self, zero_design=zd)
 
     def summary(self) -> dict:
         """Plain numbers describing the data, for logs and reports."""

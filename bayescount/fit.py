@@ -37,6 +37,8 @@ def fit(
     nuts_sampler: str | None = None,
     advi_steps: int = 20000,
     advi_learning_rate: float = 0.02,
+    dispersion_by: str | None = None,
+    zero_design: str | None = None,
 ) -> Fit:
     """Fit a template to count data.
 
@@ -61,6 +63,13 @@ def fit(
         Add the pointwise ``log_likelihood`` group (gene x obs per draw).
     progress : bool
         Show progress bars on long steps.
+    dispersion_by : str, optional
+        A sample-table factor whose levels get their own dispersion per gene
+        (each shrunk to the template's dispersion prior); same as
+        ``data.with_dispersion_by(column)``.
+    zero_design : str, optional
+        Covariates of the zero probability of zero-inflated and hurdle
+        templates, e.g. ``"~ group"``; same as ``data.with_zero_design(formula)``.
 
     Returns
     -------
@@ -80,6 +89,10 @@ def fit(
         raise InputError("data must be a CountData (see CountData.from_pandas / from_csv)")
     if data.weights is not None and log_likelihood and method != "map":
         raise InputError("log_likelihood with observation weights is available on the MAP path only for now")
+    if dispersion_by is not None:
+        data = data.with_dispersion_by(dispersion_by)
+    if zero_design is not None:
+        data = data.with_zero_design(zero_design)
     spec = load_spec(model, priors) if not isinstance(model, Spec) else model.with_overrides(priors)
     seed = int(np.random.SeedSequence().entropy % (2**31)) if random_seed is None else int(random_seed)
     lay = layout(spec, data)
@@ -105,6 +118,8 @@ def fit(
             "sample_columns": json.dumps(list(data.samples.columns)),
             "hyper_names": json.dumps(list(lay.hyper)),
             "n_dropped_all_zero": data.n_dropped_zero,
+            "dispersion_by": "" if data.dispersion_groups is None else data.dispersion_groups.column,
+            "zero_design": "" if data.zero_design is None else data.zero_design.formula,
             "wall_seconds": time.perf_counter() - t0,
             **extra,
         }
@@ -121,9 +136,11 @@ def _constant_data(data: CountData) -> xr.Dataset:
             "base_mean": ("gene", data.base_mean),
             "flags": ("gene", data.flags.astype(str).astype(object)),
             **({} if data.weights is None else {"weights": (("gene", "obs"), data.weights)}),
+            **({} if data.zero_design is None else {"zero_design": (("obs", "zero_coef"), data.zero_design.matrix)}),
         },
         coords={"gene": np.asarray(data.genes, dtype=object), "obs": np.asarray(data.obs, dtype=object),
-                "coef": list(data.design.coef)},
+                "coef": list(data.design.coef),
+                **({} if data.zero_design is None else {"zero_coef": list(data.zero_design.coef)})},
     )
     for col in data.samples.columns:
         values = data.samples[col]
@@ -150,10 +167,13 @@ def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec) -> 
         log_sd = state.re_log_sd[np.arange(data.n_genes)[None, :], slot]  # (draw, gene, T)
         post["log_re_sd"] = (("chain", "draw", "gene", "re_term"), log_sd[None])
         post["re_sd"] = (("chain", "draw", "gene", "re_term"), np.exp(log_sd)[None])
-    for i, pname in enumerate(lay.gene_params):
-        post[pname] = (("chain", "draw", "gene"), theta[None, :, :, L + i])
+    for pname, cols in lay.param_cols.items():
+        if lay.param_dim(pname) is not None:
+            post[pname] = (("chain", "draw", "gene", lay.param_dim(pname)), theta[None, :, :, cols])
+        else:
+            post[pname] = (("chain", "draw", "gene"), theta[None, :, :, cols[0]])
     if "log_dispersion" in lay.gene_params:
-        post["dispersion"] = (("chain", "draw", "gene"), np.exp(post["log_dispersion"][1]))
+        post["dispersion"] = (post["log_dispersion"][0], np.exp(post["log_dispersion"][1]))
     for name, value in state.hyper.items():
         value = np.asarray(value)
         if value.ndim == 0:
@@ -169,6 +189,11 @@ def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec) -> 
     if lay.re_terms:
         coords["re_coef"] = list(lay.re_coef)
         coords["re_term"] = list(lay.re_terms)
+    if lay.disp_levels:
+        coords["disp_level"] = list(lay.disp_levels)
+        coords["shifted_level"] = list(lay.disp_levels[1:])
+    if lay.zero_coef:
+        coords["zero_coef"] = list(lay.zero_coef)
     posterior = xr.Dataset(post, coords=coords)
     posterior.attrs["note"] = "Laplace draws around per-gene modes; shared hyperparameters are point estimates"
     names = list(lay.names)
@@ -190,7 +215,8 @@ def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec) -> 
                              "quadrature node x LFC-prior component) pairs; prior_component names the component; mle_* is the fit with the coefficient prior widened "
                              "(dispersion integrated out), used for Wald p-values")
     map_stats = xr.Dataset(
-        {"converged": ("gene", state.converged), "n_iter": ("gene", state.n_iter), "loglik": ("gene", state.loglik)},
+        {"converged": ("gene", state.converged), "n_iter": ("gene", state.n_iter), "loglik": ("gene", state.loglik),
+         "log_evidence": ("gene", state.log_evidence)},
         coords={"gene": genes},
     )
     groups = {"posterior": posterior, "laplace": laplace, "map_stats": map_stats, "observed_data": _observed(data)}

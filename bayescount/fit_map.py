@@ -64,6 +64,7 @@ class MapState:
     converged: np.ndarray  # (G,) bool
     n_iter: np.ndarray  # (G,) Newton iterations summed over sweeps
     loglik: np.ndarray  # (G,) log-likelihood at the mode
+    log_evidence: np.ndarray  # (G,) log marginal likelihood given the hyperparameters (quadrature-Laplace)
     names: tuple[str, ...]
     re_log_sd: np.ndarray | None = None  # (G, C, T) random-effect log scales of each slot
     n_sweeps: int = 0
@@ -81,7 +82,7 @@ class _HyperFns:
 
 def _hyper_functions(spec: Spec, lay: Layout):
     """Compile the prior (loc, scale) map and the marginal hyper-objective."""
-    key = (spec.hash, lay.coef, lay.re_coef, lay.re_term_of, lay.gene_params)
+    key = (spec.hash, lay.coef, lay.re_coef, lay.re_term_of, lay.names)
     if key in _HYPER_CACHE:
         return _HYPER_CACHE[key]
     u = pt.dvector("u")
@@ -131,7 +132,7 @@ def _hyper_functions(spec: Spec, lay: Layout):
 
 def _initial_u(lay: Layout) -> np.ndarray:
     start = {"tau": 0.5, "a0": 0.05, "a1": 0.5, "sigma_d": 1.0, "zi_mu": -3.0, "zi_sigma": 1.0,
-             "re_mu": np.log(0.3), "re_sigma": 0.5}
+             "re_mu": np.log(0.3), "re_sigma": 0.5, "disp_shift": 0.0}
     out = []
     for name, h in lay.scale_hyper.items():
         v = start.get(name, 1.0)
@@ -264,7 +265,8 @@ class _Priors:
         # Group-level effects keep a fixed placeholder scale here (1, from the prior table):
         # each quadrature node sets their prior sd, so it must not move with the hyperparameters.
         self.n_re = len(lay.re_terms)
-        self.cond = conditional_block(self.P, K)
+        self.n_fixed = len(self.integrated) - self.n_re  # integrated coordinates inside theta
+        self.cond = conditional_block(self.P, K, max(self.n_fixed, 1))
         self.slope_idx = np.array(lay.slope_index, dtype=int)
         self.grid = lay.mixture.grid() if lay.mixture is not None else None
         self.wscale = self.scale.copy()
@@ -278,6 +280,11 @@ class _Priors:
     def has_re(self) -> bool:
         return self.re_cols.size > 0
 
+    @property
+    def product_nodes(self) -> bool:
+        """Several integrated coordinates (random-effect scales, per-level dispersions): a product grid."""
+        return self.has_re or self.n_fixed > 1
+
     def with_re_scale(self, scale, log_sd):
         """``scale`` with the group-level effects' prior sd at ``exp(log_sd)`` (G, T)."""
         out = scale.copy()
@@ -288,7 +295,7 @@ class _Priors:
     @property
     def fixed_dims(self):
         """(dimension of the node table, theta coordinate) of integrated coordinates inside theta."""
-        return [(self.n_re, self.P)] if len(self.integrated) > self.n_re else []
+        return [(self.n_re + j, self.P + j) for j in range(self.n_fixed)]
 
     def component_precisions(self) -> np.ndarray:
         """(C, G, B) prior precisions of the conditional block under each LFC-prior component."""
@@ -319,9 +326,9 @@ def _weak_fit(prob, data, lay, pr: _Priors, start=None, q=None):
     theta, conv, n_iter = newton(prob, theta0, pr.loc, jscale)
     _, _, H = prob.derivs(theta, rows, pr.loc, jscale)
     cov, pd_ok = laplace_cov(H)
-    if pr.has_re:
-        # Random-effect scales (and the log-dispersion): nodes first spread over the scales' prior
-        # and the dispersion's Laplace approximation, then re-centred on each gene's posterior.
+    if pr.product_nodes:
+        # Random-effect scales (and the log-dispersions): nodes first spread over the scales' prior
+        # and the dispersions' Laplace approximation, then re-centred on each gene's posterior.
         sd_floor = np.minimum(0.05, pr.scale_d)
         sd_cap = pr.scale_d.copy()
         args = (prob, theta, pr.loc, pr.wscale, pr.re_cols, pr.term_of)
@@ -371,7 +378,7 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
     while sweeps < max_sweeps and (hf.n_u or mix is not None):
         pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
         theta, _, table, ok, _ = _weak_fit(prob, data, lay, pr, theta, q)
-        if pr.has_re:
+        if pr.product_nodes:
             q = scale_posterior(table, pr.loc_d, pr.scale_d)
         u_sweep, pi_sweep = u.copy(), None if pi is None else pi.copy()
         u, pi = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
@@ -467,6 +474,7 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
     logw = (table.base + lp_d)[:, :, None] + log_pi[None, None, :] + log_ratio  # (G, N, C)
     N = logw.shape[1]
     logw = logw.reshape(G, N * C)
+    log_evidence = logsumexp(logw, axis=1)
     w = np.exp(logw - logw.max(axis=1, keepdims=True))
     w /= w.sum(axis=1, keepdims=True)
     S = min(N * C, MAX_SLOTS)
@@ -485,9 +493,9 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
     if pr.has_re:
         re_log_sd = table.d[gi, node_of][..., : pr.n_re]  # (G, S, T): the slot's node
         post_log_sd = scale_posterior(table, pr.loc_d, pr.scale_d)[0]
-    if prob.Q:
-        modes[:, :, P] = table.d[gi, node_of, pr.n_re]
-        covs[:, :, P, P] = 1e-12
+    for dim, k in pr.fixed_dims if prob.Q else []:
+        modes[:, :, k] = table.d[gi, node_of, dim]
+        covs[:, :, k, k] = 1e-12
     # Wald tests: the weak-prior (near-MLE) mode, its coefficient covariance with the gene
     # parameter integrated out, as DESeq2 tests its MLE.
     _, cov_int = _node_moments(table, pr)
@@ -516,7 +524,8 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
         conv_map[r] = conv[r] & pd_ok
     state = MapState(mode=modes, cov=covs, weights=weights, prior_component=comp_of,
                      map_mode=map_mode, map_cov=map_cov, mle_mode=wmode, mle_cov=mle_cov, hyper={},
-                     converged=ok & conv_map, n_iter=n_iter, loglik=prob.loglik(map_mode, rows), names=lay.names,
+                     converged=ok & conv_map, n_iter=n_iter, loglik=prob.loglik(map_mode, rows),
+                     log_evidence=np.where(ok, log_evidence, np.nan), names=lay.names,
                      re_log_sd=re_log_sd)
     return state, u, pi
 

@@ -52,9 +52,45 @@ class Layout:
         """Hyperparameters fitted by the marginal scale criterion (not mixture weights)."""
         return {k: h for k, h in self.hyper.items() if not h.simplex}
 
+    disp_levels: tuple[str, ...] = ()
+    zero_coef: tuple[str, ...] = ()
+
+    def param_labels(self, pname: str) -> tuple[str, ...]:
+        """Labels of a gene parameter's coordinates: levels (``dispersion_by``), zero-design columns, or none."""
+        if pname == "log_dispersion":
+            return self.disp_levels
+        if pname == "logit_zero":
+            return self.zero_coef
+        return ()
+
+    def param_dim(self, pname: str) -> str | None:
+        """The extra dimension of a gene parameter with several coordinates, else None."""
+        if not self.param_labels(pname):
+            return None
+        return "disp_level" if pname == "log_dispersion" else "zero_coef"
+
+    @property
+    def param_names(self) -> tuple[str, ...]:
+        """Per-gene coordinates of the likelihood's gene parameters (one per level with ``dispersion_by``)."""
+        out = []
+        for pname in self.gene_params:
+            labels = self.param_labels(pname)
+            out.extend(f"{pname}[{lv}]" for lv in labels) if labels else out.append(pname)
+        return tuple(out)
+
+    @property
+    def param_cols(self) -> dict[str, list[int]]:
+        """Gene parameter -> its coordinates in ``names``."""
+        out, k = {}, self.n_linear
+        for pname in self.gene_params:
+            n = max(len(self.param_labels(pname)), 1)
+            out[pname] = list(range(k, k + n))
+            k += n
+        return out
+
     @property
     def names(self) -> tuple[str, ...]:
-        return self.coef + self.re_coef + self.gene_params
+        return self.coef + self.re_coef + self.param_names
 
     @property
     def n_coef(self) -> int:
@@ -74,10 +110,11 @@ class Layout:
         """Prior-table coordinates the MAP path integrates by quadrature.
 
         The random-effect log scales (if any), then the first gene parameter
-        (the log-dispersion); the rest is Laplace-approximated.
+        (the log-dispersion, one coordinate per level with ``dispersion_by``);
+        the rest is Laplace-approximated.
         """
         K = len(self.names)
-        disp = [self.n_linear] if self.gene_params else []
+        disp = self.param_cols[self.gene_params[0]] if self.gene_params else []
         if self.re_terms:
             return list(range(K, K + len(self.re_terms))) + disp
         return disp
@@ -115,8 +152,40 @@ def layout(spec: Spec, data: CountData) -> Layout:
         hyper.update(spec.random_effects.hyper(random.n_terms))
         re = {"re_coef": tuple(random.columns), "re_terms": tuple(random.terms),
               "re_term_of": tuple(int(t) for t in random.term_of)}
+    disp_levels = ()
+    if data.dispersion_groups is not None:
+        if "log_dispersion" not in spec.likelihood.gene_params:
+            raise InputError(f"template {spec.name!r} has no dispersion; dispersion_by needs an NB-family template "
+                             "(nb_trend, zinb_trend, hurdle_trend, nb_donor, ...)")
+        disp_levels = data.dispersion_groups.levels
+        if hasattr(spec.dispersion, "level_hyper"):
+            hyper.update(spec.dispersion.level_hyper(len(disp_levels)))
+    zero_coef = ()
+    if data.zero_design is not None:
+        if "logit_zero" not in spec.likelihood.gene_params:
+            raise InputError(f"template {spec.name!r} has no zero part; zero-part covariates need a zero-inflated "
+                             "or hurdle template (zinb_trend, hurdle_trend, zinb_donor, zinb, hurdle)")
+        zero_coef = tuple(data.zero_design.coef)
     return Layout(coef=coef, slopes=slopes, gene_params=tuple(spec.likelihood.gene_params), hyper=hyper,
-                  mixture=mixture, **re)
+                  mixture=mixture, disp_levels=disp_levels, zero_coef=zero_coef, **re)
+
+
+def param_design(lay: Layout, data: CountData) -> dict[str, np.ndarray | None]:
+    """Gene parameter -> its (obs, coordinates) design, or None for one value per gene.
+
+    ``dispersion_by`` gives a one-hot map of samples to levels; a zero-part
+    formula gives its design matrix. The MAP kernels and the PyMC model both
+    use it, so per-observation parameters are ``theta[:, cols] @ E.T``.
+    """
+    out = {}
+    for pname, cols in lay.param_cols.items():
+        if len(cols) == 1:
+            out[pname] = None
+        elif pname == "log_dispersion":
+            out[pname] = np.eye(len(cols))[data.dispersion_groups.codes]
+        else:
+            out[pname] = data.zero_design.matrix
+    return out
 
 
 def prior_loc_scale(spec: Spec, lay: Layout, hyper: dict, base_mean) -> tuple[list, list]:
@@ -145,10 +214,19 @@ def prior_loc_scale(spec: Spec, lay: Layout, hyper: dict, base_mean) -> tuple[li
             k += 1
     locs.extend([pt.as_tensor(0.0)] * len(lay.re_coef))
     scales.extend([pt.as_tensor(1.0)] * len(lay.re_coef))
-    for pname in lay.gene_params:
-        loc, scale = spec.prior(spec.likelihood.prior_slots[pname]).loc_scale(hyper, ctx)
-        locs.append(loc)
-        scales.append(scale)
+    for pname, cols in lay.param_cols.items():
+        # Per-level dispersions share the gene's prior: shrunk to the trend, not to each other.
+        part = spec.prior(spec.likelihood.prior_slots[pname])
+        loc, scale = part.loc_scale(hyper, ctx)
+        if pname == "logit_zero" and len(cols) > 1:
+            # Zero-part covariates: the intercept keeps the part's prior, the rest a fixed one.
+            c_loc, c_scale = part.coef_loc_scale()
+            locs.extend([loc] + [c_loc] * (len(cols) - 1))
+            scales.extend([scale] + [c_scale] * (len(cols) - 1))
+            continue
+        shift = hyper.get("disp_shift") if len(cols) > 1 else None
+        locs.extend([loc if j == 0 or shift is None else loc + shift[j - 1] for j in range(len(cols))])
+        scales.extend([scale] * len(cols))
     if lay.re_terms:
         T = len(lay.re_terms)
         r_loc, r_scale = spec.random_effects.loc_scale(hyper, ctx)
@@ -182,6 +260,11 @@ def build_model(spec: Spec, data: CountData) -> pm.Model:
     if lay.re_terms:
         coords["re_coef"] = list(lay.re_coef)
         coords["re_term"] = list(lay.re_terms)
+    if lay.disp_levels:
+        coords["disp_level"] = list(lay.disp_levels)
+        coords["shifted_level"] = list(lay.disp_levels[1:])
+    if lay.zero_coef:
+        coords["zero_coef"] = list(lay.zero_coef)
     with pm.Model(coords=coords) as model:
         X = pm.Data("design", data.design.matrix, dims=("obs", "coef"))
         offset = pm.Data("offset", data.offset, dims="obs")
@@ -204,22 +287,36 @@ def build_model(spec: Spec, data: CountData) -> pm.Model:
             pm.Potential("beta_slope_prior", lay.mixture.logp(slopes, hyper["pi"]))
             beta = pt.set_subtensor(beta[:, lay.slope_index], slopes)
         beta = pm.Deterministic("beta", beta, dims=("gene", "coef"))
-        params = {}
-        for i, pname in enumerate(lay.gene_params):
-            zp = pm.Normal(f"{pname}_z", 0.0, 1.0, dims="gene")
-            k = lay.n_linear + i
-            params[pname] = pm.Deterministic(pname, locs[k] + scales[k] * zp, dims="gene")
+        params, columns, dims = {}, {}, {}
+        E = param_design(lay, data)
+        for pname, cols in lay.param_cols.items():
+            k = cols[0]
+            dim = lay.param_dim(pname)
+            if dim is not None:
+                # Several coordinates (levels of dispersion_by, zero-part covariates): each
+                # observation's value is its row of the parameter's design times them.
+                dims[pname] = ("gene", dim)
+                loc = pt.stack([pt.broadcast_to(locs[c], (data.n_genes,)) for c in cols], axis=1)
+                scale = pt.stack([pt.broadcast_to(scales[c], (data.n_genes,)) for c in cols], axis=1)
+                zp = pm.Normal(f"{pname}_z", 0.0, 1.0, dims=dims[pname])
+                params[pname] = pm.Deterministic(pname, loc + scale * zp, dims=dims[pname])
+                columns[pname] = pt.dot(params[pname], pt.as_tensor(E[pname].T))
+            else:
+                dims[pname] = "gene"
+                zp = pm.Normal(f"{pname}_z", 0.0, 1.0, dims="gene")
+                params[pname] = pm.Deterministic(pname, locs[k] + scales[k] * zp, dims="gene")
+                columns[pname] = params[pname][:, None]
         eta = offset[None, :] + pt.dot(beta, X.T)
         if lay.re_terms:
             eta = eta + _random_effects(lay, data, locs, scales)
         if data.weights is None:
-            spec.likelihood.observe("counts", eta, params, observed=data.counts, dims=("gene", "obs"))
+            spec.likelihood.observe("counts", eta, columns, observed=data.counts, dims=("gene", "obs"))
         else:
             # Weighted observations: each log-density term times its weight, as a potential.
             W = pm.Data("weights", data.weights, dims=("gene", "obs"))
-            dist = spec.likelihood.dist(eta, {k: v[:, None] for k, v in params.items()})
+            dist = spec.likelihood.dist(eta, columns)
             pm.Potential("weighted_counts", pt.sum(W * pm.logp(dist, data.counts)))
-        spec.likelihood.deterministics(params)
+        spec.likelihood.deterministics(params, dims)
     return model
 
 
@@ -237,4 +334,4 @@ def _random_effects(lay: Layout, data: CountData, locs, scales):
     return pt.dot(b, Z.T)
 
 
-__all__ = ["build_model", "layout", "prior_loc_scale", "Layout"]
+__all__ = ["build_model", "layout", "param_design", "prior_loc_scale", "Layout"]

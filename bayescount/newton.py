@@ -19,7 +19,7 @@ import pytensor.tensor as pt
 from . import _kernels  # noqa: F401  (registers numba trigamma)
 from ._linalg import backward, cholesky, forward
 from .data import CountData
-from .model import Layout
+from .model import Layout, param_design
 from .spec import Spec
 
 _LIK_CACHE: dict = {}
@@ -74,12 +74,17 @@ class GeneProblem:
         self.offset = data.offset
         self.P = lay.n_linear
         self.K = len(lay.names)
-        self.Q = self.K - self.P
+        self.Q = len(lay.gene_params)
+        # Each gene parameter's coordinates and their (obs, coordinate) design (levels of
+        # dispersion_by, zero-part covariates); None: one value per gene.
+        self.cols = [np.array(c) for c in lay.param_cols.values()]
+        self.E = list(param_design(lay, data).values())
 
     def _eta_params(self, theta, rows):
         eta = self.offset[None, :] + theta[:, : self.P] @ self.X.T
         n = self.y.shape[1]
-        params = [np.ascontiguousarray(np.broadcast_to(theta[:, self.P + q, None], (len(rows), n))) for q in range(self.Q)]
+        params = [np.ascontiguousarray(np.broadcast_to(theta[:, c[0], None], (len(rows), n))) if E is None
+                  else np.ascontiguousarray(theta[:, c] @ E.T) for c, E in zip(self.cols, self.E)]
         return eta, params
 
     def loglik(self, theta, rows):
@@ -101,22 +106,31 @@ class GeneProblem:
             out = [o * w for o in out]
         P, Q, X = self.P, self.Q, self.X
         lp, d1, d2 = out[0], out[1 : 2 + Q], out[2 + Q :]
-        g = np.empty((len(rows), self.K))
-        H = np.empty((len(rows), self.K, self.K))
+        G = len(rows)
+        g = np.empty((G, self.K))
+        H = np.zeros((G, self.K, self.K))
+        # Design of each input of the kernel: X for eta, E (or a column of ones) per gene parameter.
+        cols = [np.arange(P)] + self.cols
+        E = [X] + self.E
         g[:, :P] = d1[0] @ X
         for q in range(Q):
-            g[:, P + q] = d1[1 + q].sum(axis=1)
+            g[:, self.cols[q]] = d1[1 + q].sum(axis=1)[:, None] if self.E[q] is None else d1[1 + q] @ self.E[q]
         it = iter(d2)
         for i in range(1 + Q):
             for j in range(i, 1 + Q):
                 h = next(it)
+                ci, cj = cols[i], cols[j]
                 if i == 0 and j == 0:
                     H[:, :P, :P] = np.einsum("gn,na,nb->gab", h, X, X, optimize=True)
-                elif i == 0:
-                    H[:, :P, P + j - 1] = h @ X
-                    H[:, P + j - 1, :P] = H[:, :P, P + j - 1]
+                    continue
+                if E[j] is None:
+                    block = (h @ E[i])[:, :, None] if E[i] is not None else h.sum(axis=1)[:, None, None]
+                elif E[i] is None:
+                    block = (h @ E[j])[:, None, :]
                 else:
-                    H[:, P + i - 1, P + j - 1] = H[:, P + j - 1, P + i - 1] = h.sum(axis=1)
+                    block = np.einsum("gn,na,nb->gab", h, E[i], E[j], optimize=True)
+                H[:, ci[:, None], cj[None, :]] = block
+                H[:, cj[:, None], ci[None, :]] = np.swapaxes(block, 1, 2)
         prec = 1.0 / scale[rows] ** 2
         g -= (theta - loc[rows]) * prec
         H[:, np.arange(self.K), np.arange(self.K)] -= prec

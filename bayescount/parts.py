@@ -83,14 +83,17 @@ class _Likelihood:
     def dist(self, eta, params):
         return self._make(eta, params)
 
-    def observe(self, name, eta, params, observed, dims):
-        columns = {k: v[:, None] for k, v in params.items()}
-        return self._make(eta, columns, name=name, observed=observed, dims=dims)
+    def observe(self, name, eta, columns, observed, dims):
+        """The observed variable; ``columns`` holds each gene parameter broadcastable to (gene, obs)."""
+        return self._make(eta, dict(columns), name=name, observed=observed, dims=dims)
 
-    def deterministics(self, params):
+    def deterministics(self, params, dims=None):
         for pname in self.gene_params:
             label, _, to_natural = NATURAL_SCALE[pname]
-            pm.Deterministic(label, to_natural(params[pname]), dims="gene")
+            d = (dims or {}).get(pname, "gene")
+            if "zero_coef" in d:
+                continue  # a zero logit with covariates has no single natural-scale value
+            pm.Deterministic(label, to_natural(params[pname]), dims=d)
 
 
 def _build(family, named, **kwargs):
@@ -288,7 +291,9 @@ class DispersionTrend:
     dispersion), ``a1`` (extra-Poisson term) and the scatter ``sigma_d``
     learned jointly across genes. Priors: ``a0 ~ LogNormal(log_a0_mu,
     log_a0_sigma)``, ``a1 ~ LogNormal(log_a1_mu, log_a1_sigma)``,
-    ``sigma_d ~ HalfNormal(sigma_d_sigma)``.
+    ``sigma_d ~ HalfNormal(sigma_d_sigma)``. With one dispersion per level
+    of a factor (``dispersion_by``), level ``l`` has the trend shifted by
+    ``disp_shift_l`` (0 for the first level).
     """
 
     log_a0_mu: float = math.log(0.05)
@@ -296,6 +301,7 @@ class DispersionTrend:
     log_a1_mu: float = math.log(0.5)
     log_a1_sigma: float = 2.0
     sigma_d_sigma: float = 1.0
+    level_shift_sigma: float = 1.0
     kind: ClassVar[str] = "prior"
 
     def hyper(self, n: int) -> dict[str, Hyper]:
@@ -304,6 +310,12 @@ class DispersionTrend:
             "a1": Hyper(pm.LogNormal, (("mu", self.log_a1_mu), ("sigma", self.log_a1_sigma))),
             "sigma_d": Hyper(pm.HalfNormal, (("sigma", self.sigma_d_sigma),)),
         }
+
+    def level_hyper(self, n_levels: int) -> dict[str, Hyper]:
+        """With ``dispersion_by``: ``disp_shift_l ~ Normal(0, level_shift_sigma)``, the log-scale shift of
+        the trend for each level after the first (a noisier group moves the whole trend, learned across genes)."""
+        return {"disp_shift": Hyper(pm.Normal, (("mu", 0.0), ("sigma", self.level_shift_sigma)), dims="shifted_level",
+                                    size=n_levels - 1, positive=False)}
 
     def loc_scale(self, h, ctx):
         return pt.log(h["a0"] + h["a1"] / ctx["base_mean"]), h["sigma_d"]
@@ -323,12 +335,19 @@ class ZeroInflationNormal:
 
     ``zi_mu ~ Normal(mu_mu, mu_sigma)`` (the typical log-odds of a structural
     zero) and ``zi_sigma ~ HalfNormal(sigma_sigma)`` are learned from all genes.
+    With zero-part covariates (``data.with_zero_design``) this is the prior of
+    the zero logit's intercept; covariate coefficients get ``Normal(0, coef_sigma)``.
     """
 
     mu_mu: float = -3.0
     mu_sigma: float = 2.0
     sigma_sigma: float = 1.0
+    coef_sigma: float = 1.5
     kind: ClassVar[str] = "prior"
+
+    def coef_loc_scale(self):
+        """Prior of zero-part covariate coefficients (log odds ratios): ``Normal(0, coef_sigma)``."""
+        return pt.as_tensor(0.0), pt.as_tensor(self.coef_sigma)
 
     def hyper(self, n: int) -> dict[str, Hyper]:
         return {
@@ -346,6 +365,10 @@ class ZeroLogitFixed(NormalPrior):
 
     mu: float = -1.0
     sigma: float = 3.0
+    coef_sigma: float = 10.0
+
+    def coef_loc_scale(self):
+        return pt.as_tensor(0.0), pt.as_tensor(self.coef_sigma)
 
 
 @dataclass(frozen=True)

@@ -53,9 +53,9 @@ def _log_normal(x, loc, scale):
     return -0.5 * z * z - np.log(scale) - 0.5 * _LOG2PI
 
 
-def conditional_block(P: int, K: int) -> np.ndarray:
-    """Coordinates re-fitted at each node: all but the first gene parameter (index ``P``)."""
-    return np.r_[0:P, P + 1 : K] if K > P else np.arange(P)
+def conditional_block(P: int, K: int, n_fixed: int = 1) -> np.ndarray:
+    """Coordinates re-fitted at each node: all but the ``n_fixed`` integrated ones from index ``P``."""
+    return np.r_[0:P, P + n_fixed : K] if K > P else np.arange(P)
 
 
 def _node_fit(prob, th, rows, loc, scale, cond, n_steps):

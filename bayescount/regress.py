@@ -36,12 +36,13 @@ def parse_formula(formula: str, frame: pd.DataFrame) -> tuple[str, str, np.ndarr
     from formulaic import Formula, model_matrix
 
     group_terms: tuple[str, ...] = ()
+    zero_rhs = None
     try:
         parsed = Formula(formula)
         lhs, rhs = parsed.lhs, parsed.rhs
     except Exception as exc:
         # formulaic has no (1|site) terms: formulae parses those; the rest goes on as before.
-        lhs, rhs, group_terms = _split_random(formula, exc)
+        lhs, rhs, group_terms, zero_rhs = _split_random(formula, exc)
     response = str(lhs).strip()
     if not response or " " in response or "+" in response:
         raise InputError(f"formula {formula!r} needs one response column on the left of '~'")
@@ -64,6 +65,8 @@ def parse_formula(formula: str, frame: pd.DataFrame) -> tuple[str, str, np.ndarr
     if group_terms:
         design += " + " + " + ".join(f"({t})" for t in group_terms)
     zero = " + ".join(str(t) for t in parts[1]) if len(parts) == 2 else None
+    if zero_rhs is not None:
+        zero = " + ".join(str(t) for t in zero_rhs)
     return response, design, offset, zero
 
 
@@ -76,14 +79,22 @@ def _split_random(formula: str, error: Exception):
     if "~" not in formula:
         raise InputError(f"cannot parse formula {formula!r}: {error}") from None
     lhs, rhs = formula.split("~", 1)
-    depth, top_bar = 0, False
-    for ch in rhs:
+    depth, bars = 0, []
+    for i, ch in enumerate(rhs):
         depth += ch == "("
         depth -= ch == ")"
-        top_bar |= ch == "|" and depth == 0
-    if top_bar:
-        raise InputError(f"formula {formula!r} has both random effects and a zero part after '|'; "
-                         "random effects with a zero part are not supported yet")
+        if ch == "|" and depth == 0:
+            bars.append(i)
+    if len(bars) > 1:
+        raise InputError(f"formula {formula!r} has more than one '|': use 'y ~ count terms | zero terms'")
+    zero_rhs = None
+    if bars:
+        # A zero part after a top-level '|' (formulae would drop it silently): split it off first.
+        rhs, zero_text = rhs[: bars[0]], rhs[bars[0] + 1 :]
+        try:
+            zero_rhs = Formula(zero_text.strip() or "1")
+        except Exception as exc:
+            raise InputError(f"cannot parse the zero part {zero_text.strip()!r} of {formula!r}: {exc}") from None
     fixed, group_terms = split_formula(rhs)  # InputError with formulae's message when it cannot parse
     try:
         fixed_terms = Formula(fixed.lstrip("~ "))
@@ -91,7 +102,7 @@ def _split_random(formula: str, error: Exception):
         raise InputError(f"cannot parse formula {formula!r}: {error}") from None
     if not group_terms:
         raise InputError(f"cannot parse formula {formula!r}: {error}") from None
-    return lhs, fixed_terms, group_terms
+    return lhs, fixed_terms, group_terms, zero_rhs
 
 
 def regress(frame: pd.DataFrame, formula: str, model: str = "nb", method: str = "map", random_seed=None,
@@ -106,7 +117,7 @@ def regress(frame: pd.DataFrame, formula: str, model: str = "nb", method: str = 
         ``"y ~ x1 + x2 + offset(log(exposure))"``; random effects as
         ``"y ~ x + (1|site)"`` (each term's scale gets a wide fixed prior and is
         integrated out); for ``zinb``/``hurdle`` an optional zero part after
-        ``|`` (intercept only for now: ``| 1``).
+        ``|`` (``| 1``, or covariates of the zero logit: ``| fem + mar``).
     model : {"poisson", "nb", "zinb", "hurdle"}
 
     Returns
@@ -133,12 +144,11 @@ def regress(frame: pd.DataFrame, formula: str, model: str = "nb", method: str = 
     if zero is not None:
         if model not in ("zinb", "hurdle"):
             raise InputError(f"a zero part after '|' needs --model zinb or hurdle, not {model!r}")
-        if zero.replace(" ", "") not in ("1", "1+1"):
-            raise InputError(f"zero-part covariates ('| {zero}') are not supported yet: the zero probability is "
-                             "one constant per response; write '| 1' or leave the '|' out")
     if response not in frame.columns:
         raise InputError(f"response column {response!r} not found; columns: {list(frame.columns)}")
     data = CountData.from_tidy(frame, response, design, offset=offset)
+    if zero is not None and zero.replace(" ", "") not in ("1", "1+1"):
+        data = data.with_zero_design("~ " + zero)
     priors = dict(fit_kwargs.pop("priors", None) or {})
     if data.design.random is not None:
         # One response has no population of scales to learn from: a fixed wide prior per term.
@@ -159,11 +169,18 @@ def coefficient_table(res: Fit, hdi_prob: float = 0.95, gene: int = 0) -> pd.Dat
     """
     from .stats import hdi_from_draws
 
-    coef = list(res.idata["constant_data"]["coef"].values)
+    cd = res.idata["constant_data"]
+    coef = list(cd["coef"].values)
     params = list(res.spec.likelihood.gene_params)
+    zero_coef = [str(c) for c in cd["zero_coef"].values] if "zero_coef" in cd.coords else []
     labels = [("count", c, c) for c in coef]
-    labels += [("dispersion", "log(dispersion)", p) if p == "log_dispersion" else ("zero", "(Intercept)", p)
-               for p in params]
+    for p in params:
+        if p == "log_dispersion":
+            labels.append(("dispersion", "log(dispersion)", p))
+        elif zero_coef:
+            labels.extend(("zero", c, f"{p}[{c}]") for c in zero_coef)
+        else:
+            labels.append(("zero", "(Intercept)", p))
     rows = []
     post = res.idata["posterior"]
     if res.has_group("laplace"):
@@ -178,7 +195,9 @@ def coefficient_table(res: Fit, hdi_prob: float = 0.95, gene: int = 0) -> pd.Dat
             rows.append((comp, term, m[0], s[0], lo[0], hi[0]))
     else:
         draws = [post["beta"].values[:, :, gene, k].ravel() for k in range(len(coef))]
-        draws += [post[p].values[:, :, gene].ravel() for p in params]
+        for p in params:
+            x = post[p].values[:, :, gene]
+            draws += [x.ravel()] if x.ndim == 2 else [x[..., j].ravel() for j in range(x.shape[-1])]
         for (comp, term, _), x in zip(labels, draws):
             lo, hi = hdi_from_draws(x[:, None], hdi_prob)
             rows.append((comp, term, x.mean(), x.std(ddof=1), lo[0], hi[0]))
@@ -204,7 +223,9 @@ def loglik_at_estimate(res: Fit, data: CountData, gene: int = 0) -> float:
     theta = [post["beta"].values[:, :, gene, :].reshape(-1, post["beta"].shape[-1]).mean(axis=0)]
     if "re" in post:
         theta += [post["re"].values[:, :, gene, :].reshape(-1, post["re"].shape[-1]).mean(axis=0)]
-    theta += [np.atleast_1d(post[p].values[:, :, gene].mean()) for p in res.spec.likelihood.gene_params]
+    for p in res.spec.likelihood.gene_params:
+        x = post[p].values[:, :, gene]
+        theta.append(np.atleast_1d(x.reshape(x.shape[0] * x.shape[1], -1).mean(axis=0)))
     theta = np.concatenate(theta)[None]
     prob = GeneProblem(res.spec, data.subset_genes(np.array([gene])), layout(res.spec, data))
     return float(prob.loglik(theta, np.array([0]))[0])

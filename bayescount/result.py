@@ -132,6 +132,9 @@ class Fit:
         out["svalue"] = svalue(lfsr)
         genes = self.gene_summary()
         out["dispersion"] = genes["dispersion"].to_numpy() if "dispersion" in genes else np.nan
+        for col in genes.columns:
+            if col.startswith("dispersion["):  # one per level with dispersion_by
+                out[col] = genes[col].to_numpy()
         out["flag"] = self._flags()
         if self.has_group("laplace"):
             from scipy import stats
@@ -202,14 +205,106 @@ class Fit:
         post = self.idata["posterior"]
         for pname in self.spec.likelihood.gene_params:
             col, fn, _ = NATURAL_SCALE[pname]
+            Z = self._zero_matrix() if pname == "logit_zero" else None
             if self.has_group("laplace"):
                 lap = self.idata["laplace"]
-                k = list(lap["param"].values).index(pname)
-                out[col] = np.sum(lap["mix_weight"].values * fn(lap["mix_mode"].values[..., k]), axis=1)
+                names = [str(n) for n in lap["param"].values]
+                ks = [k for k, n in enumerate(names) if n == pname or n.startswith(pname + "[")]
+                x = lap["mix_mode"].values[..., ks]  # (gene, component, coordinate)
+                # With zero-part covariates: the zero probability averaged over the samples.
+                nat = fn(x) if Z is None else fn(x @ Z.T).mean(axis=-1, keepdims=True)
+                values = np.sum(lap["mix_weight"].values[..., None] * nat, axis=1)
+            elif Z is None:
+                values = fn(post[pname]).mean(("chain", "draw")).values.reshape(len(out), -1)
             else:
-                out[col] = fn(post[pname]).mean(("chain", "draw")).values
+                x = post[pname].transpose("chain", "draw", "gene", "zero_coef").values
+                values = fn(np.einsum("cdgk,nk->cdgn", x, Z)).mean(axis=(0, 1, 3))[:, None]
+            if values.shape[1] == 1:
+                out[col] = values[:, 0]
+                continue
+            # One value per level of dispersion_by: each level's column, and their
+            # average over the samples as the gene's overall value.
+            levels = [str(v) for v in post["disp_level"].values]
+            for j, lv in enumerate(levels):
+                out[f"{col}[{lv}]"] = values[:, j]
+            out[col] = values @ self.level_shares()
         out["flag"] = self._flags()
         return out
+
+    def _zero_matrix(self) -> np.ndarray | None:
+        cd = self.idata["constant_data"]
+        return cd["zero_design"].values if "zero_design" in cd else None
+
+    def zero_effect(self, contrast=None, hdi_prob: float = 0.95) -> pd.DataFrame:
+        """Per-gene change in the zero probability (ZINB's structural zeros, the hurdle's zeros).
+
+        Needs a fit with zero-part covariates (``fit(..., zero_design="~ group")``).
+        The contrast is resolved against the zero design like :meth:`lfc`'s
+        against the count design; the answer is on the log-odds scale.
+
+        Parameters
+        ----------
+        contrast : str, [factor, level, reference], or numeric vector, optional
+            Default: with one two-level factor, its second level against the first.
+        hdi_prob : float
+
+        Returns
+        -------
+        pandas.DataFrame
+            ``gene, zero_prob, log_odds_ratio, log_odds_ratio_sd, hdi_low,
+            hdi_high, lfsr, flag``; ``zero_prob`` is the zero probability
+            averaged over the samples. The coefficients' prior is one normal
+            with no null component, so the lfsr is close to a one-sided
+            posterior tail probability and there is no s-value: on genes
+            whose zero probability does not change, calls by lfsr are not
+            FDR-controlled; an HDI that excludes 0 is the safer call.
+
+        Examples
+        --------
+        >>> from bayescount import simulate, fit
+        >>> sim = simulate(n_genes=60, n_per_group=6, zero_inflation=(-1.5, 0.5), random_seed=3)
+        >>> res = fit(sim.data, model="zinb_trend", zero_design="~ group", random_seed=3)
+        >>> res.zero_effect().columns[:3].tolist()
+        ['gene', 'zero_prob', 'log_odds_ratio']
+        """
+        formula = self.idata.attrs.get("zero_design", "")
+        if not formula:
+            raise InputError("this fit has no zero-part covariates; refit a zero-inflated or hurdle template with "
+                             "zero_design='~ group' (CLI --zero-design)")
+        if not 0 < hdi_prob < 1:
+            raise InputError(f"hdi_prob must be between 0 and 1, got {hdi_prob}")
+        design = build_design(formula, self.samples)
+        vec, label = design.contrast_vector(contrast, self.samples)
+        out = pd.DataFrame({"gene": self.genes, "zero_prob": self.gene_summary()["zero_prob"].to_numpy()})
+        if self.has_group("laplace"):
+            lap = self.idata["laplace"]
+            names = [str(n) for n in lap["param"].values]
+            ks = [names.index(f"logit_zero[{c}]") for c in design.coef]
+            mode = lap["mix_mode"].values[..., ks]
+            cov = lap["mix_cov"].values[..., ks, :][..., ks]
+            comp_mean = mode @ vec
+            comp_sd = np.sqrt(np.maximum(np.einsum("i,gcij,j->gc", vec, cov, vec), 1e-24))
+            mean, sd, lfsr, lo, hi = mixture_summary(lap["mix_weight"].values, comp_mean, comp_sd, hdi_prob)
+        else:
+            x = self.idata["posterior"]["logit_zero"].transpose("chain", "draw", "gene", "zero_coef").values
+            draws = np.einsum("cdgk,k->cdg", x, vec).reshape(-1, x.shape[2])
+            mean, sd = draws.mean(axis=0), draws.std(axis=0, ddof=1)
+            lo, hi = hdi_from_draws(draws, hdi_prob)
+            lfsr = lfsr_from_draws(draws)
+        out["log_odds_ratio"], out["log_odds_ratio_sd"], out["hdi_low"], out["hdi_high"] = mean, sd, lo, hi
+        out["lfsr"] = lfsr
+        out["flag"] = self._flags()
+        out.attrs["contrast"] = label
+        return out
+
+    def level_shares(self) -> np.ndarray:
+        """Share of the samples in each ``dispersion_by`` level (coordinate ``disp_level`` order)."""
+        column = self.idata.attrs.get("dispersion_by", "")
+        if not column:
+            raise InputError("this fit has one dispersion per gene (no dispersion_by)")
+        levels = [str(v) for v in self.idata["posterior"]["disp_level"].values]
+        values = self.samples[column].astype(str)
+        return np.array([(values == lv).mean() for lv in levels])
 
     def random_effects(self, hdi_prob: float = 0.95) -> pd.DataFrame:
         """Per-gene random-effect standard deviations and variance shares (ICC), one row per gene and term.
@@ -242,7 +337,10 @@ class Fit:
         sd = sd.reshape(-1, *sd.shape[2:])  # (draws, gene, term)
         mu = self.idata["constant_data"]["base_mean"].values
         if "dispersion" in post:
-            disp = post["dispersion"].transpose("chain", "draw", "gene").values.reshape(sd.shape[0], -1)
+            disp = post["dispersion"]
+            if "disp_level" in disp.dims:
+                disp = disp.dot(xr.DataArray(self.level_shares(), dims="disp_level"))
+            disp = disp.transpose("chain", "draw", "gene").values.reshape(sd.shape[0], -1)
         else:
             disp = np.zeros(sd.shape[:2])
         resid = np.log1p(1.0 / np.maximum(mu, 1e-8)[None, :] + disp)

@@ -76,6 +76,9 @@ def simulate(
     size_factor_sd: float = 0.2,
     zero_inflation: tuple[float, float] | None = None,
     hurdle: tuple[float, float] | None = None,
+    dispersion_ratio: float = 1.0,
+    frac_dispersion_change: float = 1.0,
+    zero_effect: tuple[float, float] | None = None,
     random_seed: int | None = None,
 ) -> Simulation:
     """Simulate NB counts for ``n_groups`` groups of ``n_per_group`` samples.
@@ -103,6 +106,15 @@ def simulate(
     hurdle : (mean, sd), optional
         Hurdle counts: each count is 0 with gene probability ``sigmoid(N(mean, sd))``
         and otherwise drawn from the zero-truncated NB.
+    dispersion_ratio, frac_dispersion_change : float
+        Group-specific dispersion: in a fraction ``frac_dispersion_change`` of
+        the genes, groups after the first have ``dispersion_ratio`` times the
+        first group's dispersion (``truth.true_dispersion_ratio``); the
+        setting ``dispersion_by`` is for.
+    zero_effect : (fraction, sd), optional
+        With ``zero_inflation`` or ``hurdle``: in this fraction of genes the
+        zero log-odds of groups after the first change by ``N(0, sd)``
+        (``truth.true_zero_log_odds_ratio``), the truth for zero-part covariates.
     random_seed : int
         Seed for :func:`numpy.random.default_rng`; pass it for reproducibility.
 
@@ -137,27 +149,39 @@ def simulate(
     level_idx = np.repeat(np.arange(n_groups), n_per_group)
     log2_mu = np.log2(mu0)[:, None] + lfc[:, level_idx] - lfc.mean(axis=1, keepdims=True)
     mu = 2.0**log2_mu * sf[None, :]
+    ratio = np.ones(n_genes)
+    if dispersion_ratio != 1.0:  # drawn only when used, so other seeds' data stay as they were
+        ratio = np.where(rng.random(n_genes) < frac_dispersion_change, float(dispersion_ratio), 1.0)
+    disp_obs = disp[:, None] * np.where(level_idx > 0, ratio[:, None], 1.0)  # (gene, obs)
     if np.all(disp == 0):
         y = rng.poisson(mu)
     else:
-        size = 1.0 / np.maximum(disp, 1e-12)
-        y = rng.negative_binomial(size[:, None], size[:, None] / (size[:, None] + mu))
+        size = 1.0 / np.maximum(disp_obs, 1e-12)
+        y = rng.negative_binomial(size, size / (size + mu))
 
     zero_prob = np.zeros(n_genes)
+    zero_lor = np.zeros(n_genes)
+    if zero_effect is not None:
+        changes = rng.random(n_genes) < zero_effect[0]
+        zero_lor[changes] = rng.normal(0.0, zero_effect[1], int(changes.sum()))
+    # (gene, obs) zero log-odds shift: groups after the first move by the gene's log odds ratio.
+    zero_shift = zero_lor[:, None] * (level_idx > 0)[None, :]
     if zero_inflation is not None and hurdle is not None:
         raise ValueError("choose zero_inflation or hurdle, not both")
     if hurdle is not None:
-        size = 1.0 / np.maximum(disp, 1e-12)[:, None] + np.zeros_like(mu)
+        size = 1.0 / np.maximum(disp_obs, 1e-12)
         for _ in range(10_000):  # zero-truncation by redrawing the zeros
             redo = y == 0
             if not redo.any():
                 break
             y[redo] = rng.negative_binomial(size[redo], size[redo] / (size[redo] + mu[redo]))
-        zero_prob = 1.0 / (1.0 + np.exp(-rng.normal(hurdle[0], hurdle[1], n_genes)))
-        y = np.where(rng.random(y.shape) < zero_prob[:, None], 0, y)
+        logit = rng.normal(hurdle[0], hurdle[1], n_genes)
+        zero_prob = 1.0 / (1.0 + np.exp(-logit))
+        y = np.where(rng.random(y.shape) < 1.0 / (1.0 + np.exp(-(logit[:, None] + zero_shift))), 0, y)
     if zero_inflation is not None:
-        zero_prob = 1.0 / (1.0 + np.exp(-rng.normal(zero_inflation[0], zero_inflation[1], n_genes)))
-        y = np.where(rng.random(y.shape) < zero_prob[:, None], 0, y)
+        logit = rng.normal(zero_inflation[0], zero_inflation[1], n_genes)
+        zero_prob = 1.0 / (1.0 + np.exp(-logit))
+        y = np.where(rng.random(y.shape) < 1.0 / (1.0 + np.exp(-(logit[:, None] + zero_shift))), 0, y)
 
     counts = pd.DataFrame(y.astype(np.int64), index=genes, columns=obs)
     samples = pd.DataFrame({"group": group, "size_factor": sf}, index=obs)
@@ -166,8 +190,10 @@ def simulate(
             "true_base_mean": mu0,
             "true_log2fc": lfc[:, 1] if n_groups > 1 else 0.0,
             "true_dispersion": disp,
+            "true_dispersion_ratio": ratio,
             "is_de": is_de,
             "true_zero_prob": zero_prob,
+            "true_zero_log_odds_ratio": zero_lor,
         },
         index=genes,
     )
@@ -175,7 +201,9 @@ def simulate(
         n_genes=n_genes, n_per_group=n_per_group, n_groups=n_groups, frac_de=frac_de, lfc_sd=lfc_sd,
         a0=a0, a1=a1, sigma_d=sigma_d, base_mean=base_mean, dispersion=dispersion,
         zero_inflation=None if zero_inflation is None else list(zero_inflation),
-        hurdle=None if hurdle is None else list(hurdle), random_seed=random_seed,
+        hurdle=None if hurdle is None else list(hurdle), dispersion_ratio=dispersion_ratio,
+        frac_dispersion_change=frac_dispersion_change,
+        zero_effect=None if zero_effect is None else list(zero_effect), random_seed=random_seed,
     )
     return Simulation(counts=counts, samples=samples[["group"]], truth=truth, params=params)
 

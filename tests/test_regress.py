@@ -10,7 +10,7 @@ from bayescount.cli import main
 from bayescount.regress import parse_formula, regress
 
 FLAT = {"intercept": {"sigma": 1e4}, "coefficients": {"sigma": 1e4}, "dispersion": {"sigma": 1e4},
-        "zero_inflation": {"sigma": 1e4}}
+        "zero_inflation": {"sigma": 1e4, "coef_sigma": 1e4}}
 
 
 @pytest.fixture(scope="module")
@@ -29,6 +29,10 @@ def counts():
         pos[redo] = rng.negative_binomial(size, size / (size + mu[redo]))
     df["hu"] = np.where(rng.random(n) < 0.3, 0, pos)
     df["po"] = rng.poisson(mu)
+    # Zero probabilities that depend on covariates (zero-part formulas).
+    p0 = expit(-1.2 + 0.8 * (df.grp == "b") + 0.5 * df.x)
+    df["zic"] = np.where(rng.random(n) < p0, 0, nb)
+    df["huc"] = np.where(rng.random(n) < p0, 0, pos)
     return df
 
 
@@ -72,6 +76,38 @@ def test_zinb_matches_statsmodels(counts):
     assert table.attrs["loglik"] == pytest.approx(ref.llf, rel=1e-5)
 
 
+def test_zinb_with_zero_covariates_matches_statsmodels(counts):
+    from statsmodels.discrete.count_model import ZeroInflatedNegativeBinomialP
+
+    res, table = regress(counts, "zic ~ x + grp + offset(log(exposure)) | grp + x", model="zinb", priors=FLAT,
+                         random_seed=1)
+    X = np.column_stack([np.ones(len(counts)), counts.x, counts.grp == "b"]).astype(float)
+    Z = np.column_stack([np.ones(len(counts)), counts.grp == "b", counts.x]).astype(float)
+    ref = ZeroInflatedNegativeBinomialP(counts.zic, X, exog_infl=Z, offset=np.log(counts.exposure),
+                                        p=2).fit(disp=0, maxiter=1000, method="bfgs")
+    params = np.asarray(ref.params)
+    mode = _mode(res)
+    np.testing.assert_allclose(mode[:3], params[3:6], rtol=5e-3, atol=5e-3)
+    assert np.exp(mode[3]) == pytest.approx(params[6], rel=1e-2)
+    np.testing.assert_allclose(mode[4:7], params[:3], atol=1e-2)
+    assert table.term.tolist()[-3:] == ["Intercept", "grp[T.b]", "x"]
+    assert table.component.tolist()[-3:] == ["zero"] * 3
+    assert table.attrs["loglik"] == pytest.approx(ref.llf, rel=1e-5)
+    # The zero part's change per group is on the log-odds scale, with the truth 0.8 inside its interval.
+    eff = res.zero_effect(["grp", "b", "a"])
+    assert eff.hdi_low.iloc[0] < 0.8 < eff.hdi_high.iloc[0]
+
+
+def test_hurdle_zero_covariates_are_a_logistic_regression(counts):
+    import statsmodels.api as sm
+
+    res, _ = regress(counts, "huc ~ x + grp + offset(log(exposure)) | grp + x", model="hurdle", priors=FLAT,
+                     random_seed=1)
+    Z = np.column_stack([np.ones(len(counts)), counts.grp == "b", counts.x]).astype(float)
+    ref = sm.Logit((counts.huc == 0).astype(float), Z).fit(disp=0)
+    np.testing.assert_allclose(_mode(res)[4:7], ref.params, atol=2e-3)
+
+
 def test_hurdle_matches_its_two_parts(counts):
     from statsmodels.discrete.truncated_model import TruncatedLFNegativeBinomialP
 
@@ -100,7 +136,7 @@ def test_cli_regress(counts, tmp_path, capsys):
 
 
 @pytest.mark.parametrize("formula, model, message", [
-    ("zi ~ x | grp", "zinb", "not supported yet"),
+    ("zi ~ x | nothere", "zinb", "nothere"),
     ("zi ~ x | 1", "nb", "needs --model zinb or hurdle"),
     ("zi ~ x + offset(log(nothere))", "nb", "cannot evaluate"),
     ("missing ~ x", "nb", "response column 'missing' not found"),
@@ -123,3 +159,21 @@ def test_regress_advi_agrees_with_map(counts):
     _, by_advi = regress(counts, formula, model="poisson", method="advi", random_seed=1, draws=300)
     np.testing.assert_allclose(by_advi["mean"], by_map["mean"], atol=3 * by_map["sd"].max())
     assert by_advi.attrs["loglik"] == pytest.approx(by_map.attrs["loglik"], abs=5.0)
+
+
+def test_random_effects_with_a_zero_part():
+    """``y ~ x + (1|site) | g``: group-level effects in the count part, covariates in the zero part."""
+    rng = np.random.default_rng(3)
+    n, sites = 900, [f"s{i}" for i in range(12)]
+    df = pd.DataFrame({"x": rng.normal(size=n), "site": rng.choice(sites, n), "g": rng.choice(["a", "b"], n)})
+    u = dict(zip(sites, rng.normal(0, 0.5, len(sites))))
+    mu = np.exp(1.0 + 0.5 * df.x + df.site.map(u))
+    y = rng.negative_binomial(2.0, 2.0 / (2.0 + mu))
+    df["y"] = np.where(rng.random(n) < expit(-1.0 + 1.0 * (df.g == "b")), 0, y)
+    _, table = regress(df, "y ~ x + (1|site) | g", model="zinb", random_seed=1)
+    est = dict(zip(table.component + ":" + table.term, table["mean"]))
+    sd = dict(zip(table.component + ":" + table.term, table["sd"]))
+    truth = {"count:x": 0.5, "zero:Intercept": -1.0, "zero:g[T.b]": 1.0, "dispersion:log(dispersion)": np.log(0.5)}
+    for key, value in truth.items():
+        assert abs(est[key] - value) < 3 * sd[key], key
+    assert 0.3 < est["random:sd(1|site)"] < 0.9

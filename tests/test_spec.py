@@ -43,7 +43,8 @@ def test_overrides_change_the_hash_and_defaults_are_filled():
     assert tuned.coefficients.null_weight == 5.0 and base.coefficients.null_weight == 10.0
     assert tuned.hash != base.hash
     assert bc.load_spec("nb_trend").hash == base.hash
-    assert set(base.parts["dispersion"]) == {"part", "log_a0_mu", "log_a0_sigma", "log_a1_mu", "log_a1_sigma", "sigma_d_sigma"}
+    assert set(base.parts["dispersion"]) == {"part", "log_a0_mu", "log_a0_sigma", "log_a1_mu", "log_a1_sigma", "sigma_d_sigma",
+                                               "level_shift_sigma"}
 
 
 def test_poisson_rejects_dispersion_section():
