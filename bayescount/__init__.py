@@ -16,11 +16,14 @@ True
 
 import logging
 
-from .compare import compare_evidence
+from .compare import compare, compare_evidence
 from .data import CountData, compute_size_factors
 from .design import build_design
 from .errors import InputError, ResultIntegrityError, SpecError
 from .fit import fit
+from .loglik import log_likelihood
+from .loo import loo, waic
+from .ppc import ppc
 from .model import build_model
 from .result import Fit
 from .simulate import Simulation, simulate, simulate_cells
@@ -31,6 +34,6 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "CountData", "Fit", "InputError", "ResultIntegrityError", "Simulation", "SpecError",
-    "build_design", "build_model", "compare_evidence", "compute_size_factors", "fit", "list_templates", "load_spec", "pseudobulk",
+    "build_design", "build_model", "compare", "compare_evidence", "log_likelihood", "loo", "ppc", "waic", "compute_size_factors", "fit", "list_templates", "load_spec", "pseudobulk",
     "read_cells", "simulate", "simulate_cells",
 ]

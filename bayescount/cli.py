@@ -1,4 +1,4 @@
-"""The ``bayescount`` command line: fit, simulate, demo.
+"""The ``bayescount`` command line: fit, regress, compare, simulate, demo.
 
 Bad input exits with status 2 and a one-line message, never a traceback,
 and no output file is written unless the run completed.
@@ -65,6 +65,31 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--seed", type=int, default=None)
     r.add_argument("--quiet", action="store_true", help="no progress bars")
 
+    c = sub.add_parser("compare", help="compare templates on the same data by per-gene LOO (or WAIC)")
+    c.add_argument("data", help="COUNTS (CSV/TSV, with --samples and --design) or a tidy DATA table (with --formula)")
+    c.add_argument("--samples", help="CSV/TSV sample table (count matrices)")
+    c.add_argument("--design", help='design formula for count matrices, e.g. "~ group"')
+    c.add_argument("--formula", help='one response from a tidy table, e.g. "art ~ fem + mar | fem"; '
+                                     "poisson/nb ignore the zero part after '|'")
+    c.add_argument("--models", required=True, help="comma-separated templates (count matrices: poisson,nb_trend,"
+                                                   "zinb_trend,hurdle_trend; tidy: poisson,nb,zinb,hurdle)")
+    c.add_argument("--method", default="map", choices=["map", "advi", "nuts"])
+    c.add_argument("--ic", default="loo", choices=["loo", "waic"])
+    c.add_argument("--size-factors", default="ratio", choices=["ratio", "poscounts", "none"])
+    c.add_argument("--memory", default="1GB", help="budget for one gene chunk's log-likelihood (default 1GB)")
+    c.add_argument("--draws", type=int, default=None, help="posterior draws (default: 400 MAP, 1000 NUTS/ADVI)")
+    c.add_argument("--out", help="write the comparison table here (CSV)")
+    c.add_argument("--report", help="write an HTML report of the fits and their comparison here")
+    c.add_argument("--seed", type=int, default=None)
+    c.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    rp = sub.add_parser("report", help="write a self-contained HTML report of saved fits (compared when several)")
+    rp.add_argument("fits", nargs="+", help="fit files saved with --save (netCDF)")
+    rp.add_argument("--out", required=True, help="the HTML file to write")
+    rp.add_argument("--contrast", help="factor,level,reference for the results table (default: the fit's default)")
+    rp.add_argument("--ic", default="loo", choices=["loo", "waic"])
+    rp.add_argument("--memory", default="1GB")
+
     s = sub.add_parser("simulate", help="write simulated counts.csv, samples.csv and truth.csv")
     s.add_argument("--genes", type=int, default=2000)
     s.add_argument("--samples", type=int, default=12, help="total samples, split evenly over groups")
@@ -89,7 +114,7 @@ def main(argv=None) -> int:
     for noisy in ("pymc", "pytensor", "numba", "arviz", "nutpie"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
-        return {"fit": cmd_fit, "regress": cmd_regress, "simulate": cmd_simulate,
+        return {"fit": cmd_fit, "regress": cmd_regress, "compare": cmd_compare, "report": cmd_report, "simulate": cmd_simulate,
                 "demo": cmd_demo}[args.command](args)
     except InputError as exc:
         msg = str(exc).replace("\n", " ")
@@ -235,6 +260,90 @@ def cmd_regress(args) -> int:
         with pd.option_context("display.width", 160):
             print(table.to_string(index=False))
     return 0
+
+
+def cmd_compare(args) -> int:
+    from .compare import compare
+    from .io import atomic_write_csv
+
+    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if len(models) < 2 or len(set(models)) != len(models):
+        raise InputError(f"--models needs two or more different templates, got {args.models!r}")
+    if (args.formula is None) == (args.design is None):
+        raise InputError("give --design (with --samples) for a count matrix, or --formula for a tidy table")
+    _check_writable(args.out, "--out")
+    _check_writable(args.report, "--report")
+    draws = args.draws or (400 if args.method == "map" else None)
+    fits = {}
+    if args.formula is not None:
+        from .data import read_table
+        from .regress import TIDY_TEMPLATES, regress
+
+        unknown = [m for m in models if m not in TIDY_TEMPLATES]
+        if unknown:
+            raise InputError(f"unknown tidy model(s) {unknown}; use {sorted(TIDY_TEMPLATES)}")
+        frame = read_table(args.data, "DATA", index=False)
+        for m in models:
+            formula = args.formula if m in ("zinb", "hurdle") else _count_part(args.formula)
+            fits[m], _ = regress(frame, formula, model=m, method=args.method, random_seed=args.seed, draws=draws,
+                                 progress=not args.quiet)
+    else:
+        from .data import CountData
+        from .fit import fit
+        from .spec import list_templates
+
+        unknown = [m for m in models if m not in list_templates() and not m.endswith(".toml")]
+        if unknown:
+            raise InputError(f"unknown template(s) {unknown}; available: {list_templates()}")
+        if args.samples is None:
+            raise InputError("--samples is required with --design")
+        data = CountData.from_csv(args.data, args.samples, design=args.design, size_factors=args.size_factors)
+        for m in models:
+            log.info("fitting %s (%s)", m, args.method)
+            fits[m] = fit(data, model=m, method=args.method, random_seed=args.seed, draws=draws,
+                          progress=not args.quiet)
+    genes, overall = compare(fits, ic=args.ic, memory=args.memory, progress=not args.quiet)
+    if args.formula is not None:
+        table = overall.rename(columns={"p": f"p_{args.ic}"})
+    else:
+        table = genes
+        for m in models:
+            log.info("%s preferred by %d genes", m, int((genes.preferred == m).sum()))
+    with pd.option_context("display.width", 160):
+        print(overall.to_string(index=False))
+    if args.report:
+        from .report import write_report
+
+        write_report(fits, args.report, comparison=(genes, overall))
+    if args.out:
+        atomic_write_csv(table, args.out, index=False)
+        log.info("comparison written to %s", args.out)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import write_report
+    from .result import Fit
+
+    _check_writable(args.out, "--out")
+    fits = {}
+    for path in args.fits:
+        res = Fit.load(path)
+        name = Path(path).stem
+        fits[name if name not in fits else f"{name}_{len(fits)}"] = res
+    contrast = [x.strip() for x in args.contrast.split(",")] if args.contrast else None
+    write_report(fits, args.out, contrast=contrast, ic=args.ic, memory=args.memory)
+    return 0
+
+
+def _count_part(formula: str) -> str:
+    """The formula without a zero part after a top-level '|'."""
+    depth = 0
+    for i, ch in enumerate(formula):
+        depth += (ch == "(") - (ch == ")")
+        if ch == "|" and depth == 0:
+            return formula[:i].strip()
+    return formula
 
 
 def cmd_simulate(args) -> int:

@@ -457,7 +457,7 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
 
     Returns the MapState and the final ``(u, pi)``.
     """
-    G, P = data.n_genes, lay.n_linear
+    G = data.n_genes
     rows = np.arange(G)
     pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
     wmode, wcov, table, ok, n_iter = _weak_fit(prob, data, lay, pr, q=q)

@@ -121,6 +121,15 @@ class NegativeBinomial(_Likelihood):
     def _make(self, eta, params, **named):
         return _build(pm.NegativeBinomial, named, **_nb_args(eta, params))
 
+    def mean_var(self, mu, params):
+        """Mean and variance of the counts (numpy), for Pearson residuals."""
+        return mu, mu + np.exp(params[0]) * mu**2
+
+    def replicate(self, mu, params, rng):
+        """Replicated counts (numpy) for posterior predictive checks."""
+        size = np.exp(-params[0])
+        return rng.negative_binomial(size, size / (size + mu))
+
 
 @dataclass(frozen=True)
 class ZeroInflatedNegativeBinomial(_Likelihood):
@@ -139,6 +148,15 @@ class ZeroInflatedNegativeBinomial(_Likelihood):
     def _make(self, eta, params, **named):
         return _build(pm.ZeroInflatedNegativeBinomial, named, psi=pt.sigmoid(-params["logit_zero"]),
                       **_nb_args(eta, params))
+
+    def mean_var(self, mu, params):
+        pi = special.expit(params[1])
+        return (1 - pi) * mu, (1 - pi) * mu * (1 + mu * (pi + np.exp(params[0])))
+
+    def replicate(self, mu, params, rng):
+        size = np.exp(-params[0])
+        y = rng.negative_binomial(size, size / (size + mu))
+        return np.where(rng.random(y.shape) < special.expit(params[1]), 0, y)
 
 
 def _hurdle_nb_logp(value, psi, mu, alpha):
@@ -190,6 +208,16 @@ class HurdleNegativeBinomial(_Likelihood):
             return pm.CustomDist(named.pop("name"), *args, **kw, **named)
         return pm.CustomDist.dist(*args, **kw, class_name="HurdleNB")
 
+    def mean_var(self, mu, params):
+        pi, disp = special.expit(params[1]), np.exp(params[0])
+        positive = -np.expm1(-np.log1p(disp * mu) / disp)  # 1 - NB(0)
+        m = (1 - pi) * mu / positive
+        return m, (1 - pi) * (mu + (1 + disp) * mu**2) / positive - m**2
+
+    def replicate(self, mu, params, rng):
+        size = np.exp(-params[0])
+        return _hurdle_nb_random(special.expit(-params[1]), mu, size, rng=rng)
+
 
 @dataclass(frozen=True)
 class Poisson(_Likelihood):
@@ -197,6 +225,12 @@ class Poisson(_Likelihood):
 
     def _make(self, eta, params, **named):
         return _build(pm.Poisson, named, mu=pt.exp(eta))
+
+    def mean_var(self, mu, params):
+        return mu, mu
+
+    def replicate(self, mu, params, rng):
+        return rng.poisson(mu)
 
 
 # ------------------------------------------------------------------------ gene priors

@@ -41,3 +41,17 @@ def truth_for(sim, table):
 
 def sign_correct(table, truth):
     return np.sign(table.log2fc.to_numpy()) == np.sign(truth.true_log2fc.to_numpy())
+
+
+def assert_derivatives_match(prob, theta, scale: float = 2.0, eps: float = 1e-5):
+    """The batched problem's gradient and Hessian against central finite differences (prior N(0, scale))."""
+    rows = np.arange(theta.shape[0])
+    loc, sc = np.zeros_like(theta), np.full_like(theta, scale)
+    _, g, H = prob.derivs(theta, rows, loc, sc)
+    for k in range(theta.shape[1]):
+        e = np.zeros(theta.shape[1])
+        e[k] = eps
+        fd = (prob.logpost(theta + e, rows, loc, sc) - prob.logpost(theta - e, rows, loc, sc)) / (2 * eps)
+        np.testing.assert_allclose(g[:, k], fd, rtol=1e-5, atol=1e-5)
+        gp, gm = prob.derivs(theta + e, rows, loc, sc)[1], prob.derivs(theta - e, rows, loc, sc)[1]
+        np.testing.assert_allclose(H[:, :, k], (gp - gm) / (2 * eps), rtol=1e-4, atol=1e-4)

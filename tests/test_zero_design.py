@@ -9,6 +9,7 @@ from scipy.special import expit
 import bayescount as bc
 from bayescount.model import layout
 from bayescount.newton import GeneProblem
+from conftest import assert_derivatives_match
 
 SEED = 9151
 ZI = (-1.5, 0.7)
@@ -58,19 +59,10 @@ def test_zero_design_derivatives_and_model_logp(zsim):
     assert lay.names[-3:] == ("log_dispersion", "logit_zero[Intercept]", "logit_zero[group[T.B]]")
     prob = GeneProblem(spec, data, lay)
     rng = np.random.default_rng(1)
-    G, K = data.n_genes, len(lay.names)
+    G = data.n_genes
     theta = np.column_stack([np.log(data.base_mean + 1), rng.normal(0, 0.5, G), rng.normal(-2, 0.5, G),
                              rng.normal(-1, 0.5, G), rng.normal(0, 1, G)])
-    rows, loc, scale = np.arange(G), np.zeros_like(theta), np.full_like(theta, 2.0)
-    _, g, H = prob.derivs(theta, rows, loc, scale)
-    eps = 1e-5
-    for k in range(K):
-        e = np.zeros(K)
-        e[k] = eps
-        fd = (prob.logpost(theta + e, rows, loc, scale) - prob.logpost(theta - e, rows, loc, scale)) / (2 * eps)
-        np.testing.assert_allclose(g[:, k], fd, rtol=1e-5, atol=1e-5)
-        gp, gm = prob.derivs(theta + e, rows, loc, scale)[1], prob.derivs(theta - e, rows, loc, scale)[1]
-        np.testing.assert_allclose(H[:, :, k], (gp - gm) / (2 * eps), rtol=1e-4, atol=1e-4)
+    assert_derivatives_match(prob, theta)
     # The PyMC model's likelihood with the zero design, against scipy.
     zspec = bc.load_spec("zinb_trend")
     model = bc.build_model(zspec, data)
