@@ -95,15 +95,17 @@ def iter_chunks(res: Fit, memory=DEFAULT_MEMORY, data: CountData | None = None, 
         yield genes, GeneProblem(res.spec, sub, lay), _theta(post, lay, genes)
 
 
-def iter_log_likelihood(res: Fit, memory=DEFAULT_MEMORY, data: CountData | None = None
-                        ) -> Iterator[tuple[slice, np.ndarray]]:
+def iter_log_likelihood(res: Fit, memory=DEFAULT_MEMORY, data: CountData | None = None,
+                        copies: int = _WORKING_COPIES) -> Iterator[tuple[slice, np.ndarray]]:
     """Yield ``(genes, loglik)`` per chunk, ``loglik`` of shape ``(chain, draw, genes, obs)``.
 
-    Observation weights multiply each term, as in the fit.
+    ``copies``: how many arrays of the chunk's size the caller keeps alive at once
+    (the chunk is sized so that they fit in ``memory``). Observation weights
+    multiply each term, as in the fit.
     """
     post = res.idata["posterior"]
     n_chain, n_draw = post.sizes["chain"], post.sizes["draw"]
-    for genes, prob, theta in iter_chunks(res, memory, data):
+    for genes, prob, theta in iter_chunks(res, memory, data, copies=copies):
         rows = np.arange(prob.y.shape[0])
         out = np.empty((theta.shape[0], *prob.y.shape))
         for d in range(theta.shape[0]):
