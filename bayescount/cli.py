@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="default: ratio (poscounts for cell-level .h5ad counts)")
     f.add_argument("--draws", type=int, default=None, help="posterior draws (default: 200 MAP, 1000 NUTS/ADVI)")
     f.add_argument("--log-likelihood", action="store_true", help="store pointwise log-likelihood in --save")
+    f.add_argument("--store", help="MAP in gene chunks, each written to this zarr store when done; rerunning "
+                                   "the same command resumes from the last finished chunk")
+    f.add_argument("--memory", default="4GB", help="with --store: budget for one chunk's arrays (default 4GB)")
+    f.add_argument("--chunk-genes", type=int, default=None, help="with --store: genes per chunk (overrides --memory)")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
 
     r = sub.add_parser("regress", help="fit one count response from a tidy table and write its coefficients")
@@ -150,6 +154,8 @@ def cmd_fit(args) -> int:
     elif args.coef:
         contrast = args.coef
     datasets = _read_fit_input(args)
+    if args.store:
+        return _fit_store(args, datasets, contrast)
     if args.weights:
         datasets = {name: data.with_weights(args.weights) for name, data in datasets.items()}
     if args.dispersion_by:
@@ -194,6 +200,32 @@ def cmd_fit(args) -> int:
     if args.zero_out:
         atomic_write_csv(pd.concat(zero_tables, ignore_index=True), args.zero_out, index=False)
         log.info("zero-probability table written to %s", args.zero_out)
+    if args.out:
+        atomic_write_csv(table, args.out, index=False)
+        log.info("LFC table written to %s", args.out)
+    else:
+        with pd.option_context("display.width", 160, "display.max_columns", 20):
+            print(table.sort_values("svalue").head(20).to_string(index=False))
+    return 0
+
+
+def _fit_store(args, datasets, contrast) -> int:
+    from .chunked import fit_chunked
+    from .io import atomic_write_csv
+
+    if args.method != "map" or args.save or args.pseudobulk_by or args.zero_out:
+        raise InputError("--store runs the MAP path on one data set and writes the table (--out); it does not take "
+                         "--method advi/nuts, --save, --pseudobulk-by or --zero-out")
+    data = datasets[None]
+    if args.weights:
+        data = data.with_weights(args.weights)
+    if args.dispersion_by:
+        data = data.with_dispersion_by(args.dispersion_by)
+    if args.zero_design:
+        data = data.with_zero_design(args.zero_design)
+    table = fit_chunked(data, args.store, model=args.model, contrast=contrast, memory=args.memory,
+                        random_seed=0 if args.seed is None else args.seed, hdi_prob=args.hdi_prob,
+                        chunk_size=args.chunk_genes, progress=not args.quiet)
     if args.out:
         atomic_write_csv(table, args.out, index=False)
         log.info("LFC table written to %s", args.out)

@@ -1,0 +1,208 @@
+"""Chunked, resumable MAP fits: each finished gene chunk goes to a zarr store as it is done.
+
+The shared hyperparameters (dispersion trend, LFC-prior weights and scales,
+random-effect population) are estimated first, on the usual subset of genes
+(:data:`bayescount.fit_map.HYPER_GENES`, spread over base means), and written
+to the store; given them the genes are independent, so each chunk is fitted
+on its own, its results (the LFC table's per-gene columns) and its posterior
+(the Laplace mixture the draws come from) are written, and only then is the
+chunk marked done. A killed run leaves at most one unmarked chunk, which the
+next run of the same command overwrites. Gene-wide quantities (s-values, BH
+adjusted p-values) are computed when the table is assembled. A store made
+from another spec, other data or other settings is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .data import CountData
+from .errors import InputError
+from .loglik import parse_memory
+from .progress import progress_bar
+from .result import package_versions
+from .spec import Spec, load_spec
+from .stats import bh_adjust, svalue
+
+log = logging.getLogger(__name__)
+
+STORE_FORMAT = 1
+#: Per-gene bytes of the MAP path's working arrays per observation (kernel outputs, node tables).
+_BYTES_PER_COUNT = 8 * 120
+
+
+def data_fingerprint(data: CountData) -> str:
+    """SHA-256 over counts, gene and sample ids, design, offsets, weights and the sample table."""
+    h = hashlib.sha256()
+    for arr in (data.counts, data.design.matrix, data.offset,
+                data.weights if data.weights is not None else np.zeros(0)):
+        h.update(np.ascontiguousarray(arr).tobytes())
+    h.update("\x1f".join(map(str, data.genes)).encode())
+    h.update(data.samples.to_csv().encode())
+    h.update(data.design.formula.encode())
+    extra = (data.dispersion_groups.column if data.dispersion_groups else "",
+             data.zero_design.formula if data.zero_design else "")
+    h.update(repr(extra).encode())
+    return h.hexdigest()
+
+
+def chunk_genes(data: CountData, memory) -> int:
+    """Genes per chunk so the MAP path's per-chunk arrays fit in ``memory``."""
+    return int(max(50, min(data.n_genes, parse_memory(memory) // (data.n_obs * _BYTES_PER_COUNT))))
+
+
+def fit_chunked(data: CountData, store, model: str | Spec = "nb_trend", contrast=None, memory="4GB",
+                random_seed: int = 0, hdi_prob: float = 0.95, chunk_size: int | None = None,
+                progress: bool = False) -> pd.DataFrame:
+    """Fit by MAP in gene chunks, writing each to a zarr ``store``; rerunning resumes.
+
+    Parameters
+    ----------
+    data : CountData
+    store : str or Path
+        A zarr directory. Created if missing; if it exists it must come from
+        the same spec, data and settings, and its finished chunks are kept.
+    model : str or Spec
+    contrast : optional
+        The LFC table's contrast (as :meth:`bayescount.Fit.lfc`).
+    memory : str or int
+        Budget for one chunk's working arrays ("4GB"); sets the chunk size.
+    random_seed : int
+    chunk_size : int, optional
+        Genes per chunk (overrides ``memory``).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The LFC table of every gene, as :meth:`bayescount.Fit.lfc` gives it
+        on the MAP path; equal to an unchunked fit's when all genes take part
+        in the hyperparameter estimate (at most ``HYPER_GENES``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from bayescount import simulate
+    >>> sim = simulate(n_genes=120, n_per_group=3, random_seed=1)
+    >>> table = fit_chunked(sim.data, tempfile.mkdtemp() + "/run.zarr", chunk_size=50, random_seed=1)
+    >>> len(table)
+    120
+    """
+    import zarr
+
+    from .fit_map import (_estimate_hyper, _fit_genes, _hyper_functions, _hyper_subset, _unpack_u)
+    from .model import layout
+    from .newton import GeneProblem
+
+    spec = load_spec(model) if not isinstance(model, Spec) else model
+    lay = layout(spec, data)
+    vec, label = data.design.contrast_vector(contrast, data.samples)
+    size = chunk_size or chunk_genes(data, memory)
+    bounds = [(g0, min(g0 + size, data.n_genes)) for g0 in range(0, data.n_genes, size)]
+    settings = {"format": STORE_FORMAT, "spec_hash": spec.hash, "data": data_fingerprint(data),
+                "random_seed": int(random_seed), "chunk_size": int(size), "contrast": label,
+                "hdi_prob": float(hdi_prob)}
+    path = Path(store)
+    root = zarr.open_group(str(path), mode="a")
+    stored = root.attrs.get("settings")
+    if stored is not None and stored != settings:
+        diff = [k for k in settings if stored.get(k) != settings[k]]
+        raise InputError(f"store {str(path)!r} was made by a different run ({', '.join(diff)} differ); "
+                         "use another --store, or delete it to start over")
+    if stored is None:
+        root.attrs.update({"settings": settings, "spec": spec.to_json(), "versions": package_versions(),
+                           "n_chunks": len(bounds)})
+    hf = _hyper_functions(spec, lay)
+    if "hyper_u" in root.attrs:
+        u = np.array(root.attrs["hyper_u"], dtype=float)
+        pi = None if root.attrs["hyper_pi"] is None else np.array(root.attrs["hyper_pi"], dtype=float)
+        log.info("resuming: shared hyperparameters read from the store")
+    else:
+        rows = _hyper_subset(data.base_mean, 2000)
+        sub = data if rows is None else data.subset_genes(rows)
+        with progress_bar(progress, "hyperparameters", total=None) as bar:
+            u, pi, _, _ = _estimate_hyper(GeneProblem(spec, sub, lay), sub, lay, hf, 40, 2e-3, bar)
+        root.attrs.update({"hyper_u": u.tolist(), "hyper_pi": None if pi is None else pi.tolist(),
+                           "hyper": {k: np.asarray(v).tolist() for k, v in _unpack_u(lay, u).items()}})
+    chunks = root.require_group("chunks")
+    with progress_bar(progress, "gene chunks", total=len(bounds)) as bar:
+        for i, (g0, g1) in enumerate(bounds):
+            name = str(i)
+            if name in chunks and "done" in chunks[name].attrs:
+                bar.advance()
+                continue
+            if name in chunks:
+                del chunks[name]  # a chunk the last run did not finish
+            part = data.subset_genes(np.arange(g0, g1))
+            state, _, _ = _fit_genes(GeneProblem(spec, part, lay), part, lay, hf, u, pi, 2e-3, refine=False)
+            _write_chunk(chunks.create_group(name), state, part, spec, lay, settings, vec, hdi_prob)
+            chunks[name].attrs["done"] = True
+            log.info("chunk %d/%d (genes %d-%d) written", i + 1, len(bounds), g0, g1 - 1)
+            bar.advance()
+    return read_table(path, data)
+
+
+def _write_chunk(group, state, part, spec, lay, settings, vec, hdi_prob) -> None:
+    """The chunk's posterior (Laplace mixture) and its per-gene LFC columns."""
+    import xarray as xr
+
+    from .fit import _constant_data, _map_tree
+    from .result import Fit
+
+    seed = settings["random_seed"]
+    tree = _map_tree(state, part, lay, 2, seed, False, spec)
+    tree.attrs.update({"method": "map", "spec": spec.to_json(), "spec_hash": spec.hash, "random_seed": seed,
+                       "design": part.design.formula, "sample_columns": json.dumps(list(part.samples.columns)),
+                       "hyper_names": json.dumps(list(lay.hyper)),
+                       "dispersion_by": part.dispersion_groups.column if part.dispersion_groups else "",
+                       "zero_design": part.zero_design.formula if part.zero_design else ""})
+    tree["constant_data"] = xr.DataTree(_constant_data(part))
+    table = Fit(idata=tree, spec=spec).lfc(vec, hdi_prob=hdi_prob)
+    for col in table.columns:
+        if col in ("gene", "flag", "svalue", "padj"):
+            continue  # gene ids come from the data; flags, s-values and padj are gene-wide
+        group.create_array(col, data=table[col].to_numpy(dtype=float))
+    group.create_array("converged", data=state.converged.astype(np.int8))
+    for name in ("mode", "cov", "weights", "prior_component", "map_mode"):
+        group.create_array(f"laplace_{name}", data=np.asarray(getattr(state, name)))
+
+
+def read_table(store, data: CountData) -> pd.DataFrame:
+    """Assemble the LFC table of a finished store (s-values and padj over all genes)."""
+    import zarr
+
+    root = zarr.open_group(str(store), mode="r")
+    chunks = root["chunks"]
+    n = int(root.attrs["n_chunks"])
+    missing = [i for i in range(n) if str(i) not in chunks or "done" not in chunks[str(i)].attrs]
+    if missing:
+        raise InputError(f"store {str(store)!r} is not finished ({len(missing)} of {n} chunks missing); "
+                         "rerun the same command to resume")
+    cols: dict[str, list] = {}
+    for i in range(n):
+        g = chunks[str(i)]
+        for key in g.array_keys():
+            if not key.startswith("laplace_"):
+                cols.setdefault(key, []).append(g[key][:])
+    out = pd.DataFrame({k: np.concatenate(v) for k, v in cols.items()})
+    conv = out.pop("converged").to_numpy().astype(bool)
+    out.insert(0, "gene", np.asarray(data.genes, dtype=object))
+    out["svalue"] = svalue(out["lfsr"].to_numpy())
+    flags = np.array([";".join(x for x in (f, "" if c else "map_not_converged") if x)
+                      for f, c in zip(data.flags.astype(str), conv)], dtype=object)
+    out["flag"] = flags
+    if "pvalue" in out:
+        out["padj"] = bh_adjust(out["pvalue"].to_numpy())
+    from .result import LFC_COLUMNS
+
+    first = [c for c in LFC_COLUMNS if c in out]
+    rest = [c for c in out.columns if c not in first]
+    return out[first + rest]
+
+
+__all__ = ["fit_chunked", "read_table", "data_fingerprint", "chunk_genes"]
