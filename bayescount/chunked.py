@@ -59,7 +59,7 @@ def chunk_genes(data: CountData, memory) -> int:
 
 def fit_chunked(data: CountData, store, model: str | Spec = "nb_trend", contrast=None, memory="4GB",
                 random_seed: int = 0, hdi_prob: float = 0.95, chunk_size: int | None = None,
-                progress: bool = False) -> pd.DataFrame:
+                progress: bool = False, client=None) -> pd.DataFrame:
     """Fit by MAP in gene chunks, writing each to a zarr ``store``; rerunning resumes.
 
     Parameters
@@ -76,6 +76,10 @@ def fit_chunked(data: CountData, store, model: str | Spec = "nb_trend", contrast
     random_seed : int
     chunk_size : int, optional
         Genes per chunk (overrides ``memory``).
+    client : dask.distributed.Client, optional
+        Fit the chunks on this Dask cluster (the hyperparameters are
+        estimated here first and sent with every chunk); results are written
+        to the store by this process as they arrive.
 
     Returns
     -------
@@ -95,7 +99,7 @@ def fit_chunked(data: CountData, store, model: str | Spec = "nb_trend", contrast
     """
     import zarr
 
-    from .fit_map import (_estimate_hyper, _fit_genes, _hyper_functions, _hyper_subset, _unpack_u)
+    from .fit_map import _estimate_hyper, _hyper_functions, _hyper_subset, _unpack_u
     from .model import layout
     from .newton import GeneProblem
 
@@ -130,46 +134,68 @@ def fit_chunked(data: CountData, store, model: str | Spec = "nb_trend", contrast
         root.attrs.update({"hyper_u": u.tolist(), "hyper_pi": None if pi is None else pi.tolist(),
                            "hyper": {k: np.asarray(v).tolist() for k, v in _unpack_u(lay, u).items()}})
     chunks = root.require_group("chunks")
+    todo = []
+    for i, (g0, g1) in enumerate(bounds):
+        name = str(i)
+        if name in chunks and "done" in chunks[name].attrs:
+            continue
+        if name in chunks:
+            del chunks[name]  # a chunk the last run did not finish
+        todo.append(i)
+    args = (spec.to_json(), u, pi, settings["random_seed"], vec, hdi_prob)
     with progress_bar(progress, "gene chunks", total=len(bounds)) as bar:
-        for i, (g0, g1) in enumerate(bounds):
-            name = str(i)
-            if name in chunks and "done" in chunks[name].attrs:
-                bar.advance()
-                continue
-            if name in chunks:
-                del chunks[name]  # a chunk the last run did not finish
-            part = data.subset_genes(np.arange(g0, g1))
-            state, _, _ = _fit_genes(GeneProblem(spec, part, lay), part, lay, hf, u, pi, 2e-3, refine=False)
-            _write_chunk(chunks.create_group(name), state, part, spec, lay, settings, vec, hdi_prob)
-            chunks[name].attrs["done"] = True
-            log.info("chunk %d/%d (genes %d-%d) written", i + 1, len(bounds), g0, g1 - 1)
+        bar.advance(len(bounds) - len(todo))
+        if client is None:
+            results = ((i, chunk_result(data.subset_genes(np.arange(*bounds[i])), *args)) for i in todo)
+        else:
+            # Chunks are independent given the broadcast hyperparameters; the store has one writer (here).
+            from dask.distributed import as_completed
+
+            futures = {client.submit(chunk_result, data.subset_genes(np.arange(*bounds[i])), *args, pure=False): i
+                       for i in todo}
+            results = ((futures[f], f.result()) for f in as_completed(futures))
+        for i, arrays in results:
+            group = chunks.create_group(str(i))
+            for key, value in arrays.items():
+                group.create_array(key, data=value)
+            group.attrs["done"] = True
+            log.info("chunk %d/%d (genes %d-%d) written", i + 1, len(bounds), bounds[i][0], bounds[i][1] - 1)
             bar.advance()
     return read_table(path, data)
 
 
-def _write_chunk(group, state, part, spec, lay, settings, vec, hdi_prob) -> None:
-    """The chunk's posterior (Laplace mixture) and its per-gene LFC columns."""
+def chunk_result(part: CountData, spec_json: str, u, pi, seed: int, vec, hdi_prob: float) -> dict[str, np.ndarray]:
+    """Fit one chunk of genes with the shared hyperparameters fixed: its LFC columns and Laplace mixture.
+
+    A pure function of its arguments, so it runs the same in this process or on a Dask worker.
+    """
     import xarray as xr
 
     from .fit import _constant_data, _map_tree
+    from .fit_map import _fit_genes, _hyper_functions
+    from .model import layout
+    from .newton import GeneProblem
     from .result import Fit
+    from .spec import spec_from_json
 
-    seed = settings["random_seed"]
+    spec = spec_from_json(spec_json)
+    lay = layout(spec, part)
+    hf = _hyper_functions(spec, lay)
+    state, _, _ = _fit_genes(GeneProblem(spec, part, lay), part, lay, hf, u, pi, 2e-3, refine=False)
     tree = _map_tree(state, part, lay, 2, seed, False, spec)
-    tree.attrs.update({"method": "map", "spec": spec.to_json(), "spec_hash": spec.hash, "random_seed": seed,
+    tree.attrs.update({"method": "map", "spec": spec_json, "spec_hash": spec.hash, "random_seed": seed,
                        "design": part.design.formula, "sample_columns": json.dumps(list(part.samples.columns)),
                        "hyper_names": json.dumps(list(lay.hyper)),
                        "dispersion_by": part.dispersion_groups.column if part.dispersion_groups else "",
                        "zero_design": part.zero_design.formula if part.zero_design else ""})
     tree["constant_data"] = xr.DataTree(_constant_data(part))
     table = Fit(idata=tree, spec=spec).lfc(vec, hdi_prob=hdi_prob)
-    for col in table.columns:
-        if col in ("gene", "flag", "svalue", "padj"):
-            continue  # gene ids come from the data; flags, s-values and padj are gene-wide
-        group.create_array(col, data=table[col].to_numpy(dtype=float))
-    group.create_array("converged", data=state.converged.astype(np.int8))
+    # Gene ids come from the data; flags, s-values and padj are gene-wide and computed on assembly.
+    out = {c: table[c].to_numpy(dtype=float) for c in table.columns if c not in ("gene", "flag", "svalue", "padj")}
+    out["converged"] = state.converged.astype(np.int8)
     for name in ("mode", "cov", "weights", "prior_component", "map_mode"):
-        group.create_array(f"laplace_{name}", data=np.asarray(getattr(state, name)))
+        out[f"laplace_{name}"] = np.asarray(getattr(state, name))
+    return out
 
 
 def read_table(store, data: CountData) -> pd.DataFrame:

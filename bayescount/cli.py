@@ -55,6 +55,10 @@ def _parser() -> argparse.ArgumentParser:
                                    "the same command resumes from the last finished chunk")
     f.add_argument("--memory", default="4GB", help="with --store: budget for one chunk's arrays (default 4GB)")
     f.add_argument("--chunk-genes", type=int, default=None, help="with --store: genes per chunk (overrides --memory)")
+    f.add_argument("--scheduler", default="local", choices=["local", "dask"],
+                   help="dask: fit the gene chunks on a Dask cluster (a LocalCluster unless --scheduler-address)")
+    f.add_argument("--scheduler-address", help="with --scheduler dask: an existing scheduler, e.g. tcp://host:8786")
+    f.add_argument("--workers", type=int, default=2, help="with --scheduler dask and no address: LocalCluster workers")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
 
     r = sub.add_parser("regress", help="fit one count response from a tidy table and write its coefficients")
@@ -154,7 +158,9 @@ def cmd_fit(args) -> int:
     elif args.coef:
         contrast = args.coef
     datasets = _read_fit_input(args)
-    if args.store:
+    if args.scheduler_address and args.scheduler != "dask":
+        raise InputError("--scheduler-address needs --scheduler dask")
+    if args.store or args.scheduler == "dask":
         return _fit_store(args, datasets, contrast)
     if args.weights:
         datasets = {name: data.with_weights(args.weights) for name, data in datasets.items()}
@@ -223,9 +229,15 @@ def _fit_store(args, datasets, contrast) -> int:
         data = data.with_dispersion_by(args.dispersion_by)
     if args.zero_design:
         data = data.with_zero_design(args.zero_design)
-    table = fit_chunked(data, args.store, model=args.model, contrast=contrast, memory=args.memory,
-                        random_seed=0 if args.seed is None else args.seed, hdi_prob=args.hdi_prob,
-                        chunk_size=args.chunk_genes, progress=not args.quiet)
+    import contextlib
+    import tempfile
+
+    with contextlib.ExitStack() as stack:
+        store = args.store or stack.enter_context(tempfile.TemporaryDirectory()) + "/run.zarr"
+        client = _dask_client(args, stack) if args.scheduler == "dask" else None
+        table = fit_chunked(data, store, model=args.model, contrast=contrast, memory=args.memory,
+                            random_seed=0 if args.seed is None else args.seed, hdi_prob=args.hdi_prob,
+                            chunk_size=args.chunk_genes, progress=not args.quiet, client=client)
     if args.out:
         atomic_write_csv(table, args.out, index=False)
         log.info("LFC table written to %s", args.out)
@@ -233,6 +245,22 @@ def _fit_store(args, datasets, contrast) -> int:
         with pd.option_context("display.width", 160, "display.max_columns", 20):
             print(table.sort_values("svalue").head(20).to_string(index=False))
     return 0
+
+
+def _dask_client(args, stack):
+    try:
+        from dask.distributed import Client, LocalCluster
+    except ImportError:
+        raise InputError("--scheduler dask needs dask.distributed: pip install 'bayescount[dask]'") from None
+    if args.scheduler_address:
+        try:
+            return stack.enter_context(Client(args.scheduler_address, timeout=30))
+        except OSError as exc:
+            raise InputError(f"cannot reach the Dask scheduler at {args.scheduler_address}: {exc}") from None
+    cluster = stack.enter_context(LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True,
+                                               dashboard_address=None))
+    log.info("Dask LocalCluster with %d workers at %s", args.workers, cluster.scheduler_address)
+    return stack.enter_context(Client(cluster))
 
 
 def _read_fit_input(args) -> dict:

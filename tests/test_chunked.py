@@ -79,3 +79,26 @@ def test_kill_and_resume_gives_the_same_table(tmp_path):
                            + ["--out", str(tmp_path / "fresh.csv")], capture_output=True, text=True)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "resumed.csv"), pd.read_csv(tmp_path / "fresh.csv"))
+
+
+def test_dask_local_cluster_gives_the_local_results(sim, tmp_path):
+    """Two workers on loopback fit the chunks; the hyperparameters are estimated first and broadcast."""
+    distributed = pytest.importorskip("dask.distributed")
+    local = fit_chunked(sim.data, tmp_path / "local.zarr", chunk_size=150, random_seed=3)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
+                                  host="127.0.0.1") as cluster, distributed.Client(cluster) as client:
+        remote = fit_chunked(sim.data, tmp_path / "dask.zarr", chunk_size=150, random_seed=3, client=client)
+    pd.testing.assert_frame_equal(local, remote)
+
+
+def test_cli_scheduler_dask(sim, tmp_path):
+    from bayescount.cli import main
+
+    sim.counts.iloc[:200].to_csv(tmp_path / "c.csv")
+    sim.samples.to_csv(tmp_path / "s.csv")
+    base = ["fit", str(tmp_path / "c.csv"), "--samples", str(tmp_path / "s.csv"), "--design", "~ group", "--quiet",
+            "--seed", "1", "--chunk-genes", "100"]
+    assert main(base + ["--scheduler", "dask", "--workers", "2", "--out", str(tmp_path / "d.csv")]) == 0
+    assert main(base + ["--store", str(tmp_path / "l.zarr"), "--out", str(tmp_path / "l.csv")]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "d.csv"), pd.read_csv(tmp_path / "l.csv"))
+    assert main(base + ["--scheduler-address", "tcp://127.0.0.1:1", "--out", str(tmp_path / "x.csv")]) == 2
