@@ -8,6 +8,7 @@ what is wrong and how to fix it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -103,10 +104,13 @@ class CountData:
         """Counts divided by the size factors."""
         return self.counts / self.size_factors[None, :]
 
-    @property
+    @functools.cached_property
     def base_mean(self) -> np.ndarray:
-        """Mean of normalized counts per gene (DESeq2's ``baseMean``)."""
-        return self.normalized.mean(axis=1)
+        """Mean of normalized counts per gene (DESeq2's ``baseMean``), computed once, a block of genes at a time."""
+        out = np.empty(self.counts.shape[0])
+        for a in range(0, out.size, _BLOCK):
+            out[a : a + _BLOCK] = (self.counts[a : a + _BLOCK] / self.size_factors[None, :]).mean(axis=1)
+        return out
 
     # ------------------------------------------------------------------ constructors
     @classmethod
@@ -434,24 +438,52 @@ def _validate_counts(counts: pd.DataFrame):
             f"count columns {list(map(str, bad_cols[:5]))} are not numeric; "
             "the first column must hold gene ids and the rest counts"
         )
-    values = counts.to_numpy(dtype=float)
-    where = lambda mask: f"(first at gene {genes[np.argwhere(mask)[0][0]]!r}, sample {obs[np.argwhere(mask)[0][1]]!r})"
-    nan = np.isnan(values)
-    if nan.any():
-        raise InputError(f"counts contain {int(nan.sum())} missing (NaN) values {where(nan)}; fill or drop them")
-    inf = np.isinf(values)
-    if inf.any():
-        raise InputError(f"counts contain {int(inf.sum())} infinite values {where(inf)}; counts must be finite")
-    neg = values < 0
-    if neg.any():
-        raise InputError(f"counts contain {int(neg.sum())} negative values {where(neg)}; counts must be >= 0")
-    frac = values != np.round(values)
-    if frac.any():
+    if all(pd.api.types.is_integer_dtype(counts[c]) for c in counts.columns):
+        # Integer columns need only the sign check; no float copy of the matrix.
+        values = counts.to_numpy(dtype=np.int64)
+        neg = values < 0
+        if neg.any():
+            raise InputError(f"counts contain {int(neg.sum())} negative values {_where(neg, genes, obs)}; "
+                             "counts must be >= 0")
+        return values, genes, obs
+    # Other numeric columns: checked and converted a block of genes at a time (bounded memory).
+    values = np.empty(counts.shape, dtype=np.int64)
+    problems = {"nan": [0, None], "inf": [0, None], "neg": [0, None], "frac": [0, None]}
+    for a in range(0, counts.shape[0], _BLOCK):
+        block = counts.iloc[a : a + _BLOCK].to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            masks = {"nan": np.isnan(block), "inf": np.isinf(block), "neg": block < 0,
+                     "frac": np.isfinite(block) & (block != np.round(block))}
+        for key, mask in masks.items():
+            if mask.any():
+                problems[key][0] += int(mask.sum())
+                if problems[key][1] is None:
+                    i, j = np.argwhere(mask)[0]
+                    problems[key][1] = f"(first at gene {genes[a + i]!r}, sample {obs[j]!r})"
+        if not any(p[0] for p in problems.values()):
+            values[a : a + _BLOCK] = block.astype(np.int64)
+    (n_nan, at_nan), (n_inf, at_inf), (n_neg, at_neg), (n_frac, at_frac) = problems.values()
+    if n_nan:
+        raise InputError(f"counts contain {n_nan} missing (NaN) values {at_nan}; fill or drop them")
+    if n_inf:
+        raise InputError(f"counts contain {n_inf} infinite values {at_inf}; counts must be finite")
+    if n_neg:
+        raise InputError(f"counts contain {n_neg} negative values {at_neg}; counts must be >= 0")
+    if n_frac:
         raise InputError(
-            f"counts contain {int(frac.sum())} non-integer values {where(frac)}; "
+            f"counts contain {n_frac} non-integer values {at_frac}; "
             "give raw integer counts, not normalized or TPM values"
         )
-    return values.astype(np.int64), genes, obs
+    return values, genes, obs
+
+
+#: Genes per block when scanning the count matrix.
+_BLOCK = 4096
+
+
+def _where(mask, genes, obs) -> str:
+    i, j = np.argwhere(mask)[0]
+    return f"(first at gene {genes[i]!r}, sample {obs[j]!r})"
 
 
 def _align_samples(samples: pd.DataFrame, obs: pd.Index) -> pd.DataFrame:
@@ -501,26 +533,33 @@ def compute_size_factors(counts: np.ndarray, method="ratio") -> np.ndarray:
         raise InputError(f"unknown size factor method {method!r}; use one of {SIZE_FACTOR_METHODS} or give values")
     if method == "none":
         return np.ones(n_obs)
-    with np.errstate(divide="ignore"):
-        logc = np.log(counts.astype(float))
+    # Per-gene log geometric means a block of genes at a time, then one median per sample:
+    # memory stays a few gene vectors, not copies of the matrix.
+    G = counts.shape[0]
+    n_pos = np.empty(G, dtype=np.int64)
+    sum_log = np.empty(G)
+    for a in range(0, G, _BLOCK):
+        block = counts[a : a + _BLOCK]
+        n_pos[a : a + _BLOCK] = (block > 0).sum(axis=1)
+        with np.errstate(divide="ignore"):
+            sum_log[a : a + _BLOCK] = np.where(block > 0, np.log(np.maximum(block, 1)), 0.0).sum(axis=1)
     if method == "ratio":
-        use = np.all(counts > 0, axis=1)
+        use = n_pos == n_obs
         if not use.any():
             raise InputError(
                 "every gene has a zero in some sample, so median-of-ratios size factors are undefined; "
                 "use size_factors='poscounts' (CLI: --size-factors poscounts)"
             )
-        loggeo = logc[use].mean(axis=1)
-        sf = np.exp(np.median(logc[use] - loggeo[:, None], axis=0))
+        loggeo = sum_log[use] / n_obs
+        sf = np.array([np.exp(np.median(np.log(counts[use, j]) - loggeo)) for j in range(n_obs)])
     else:
         # DESeq2's poscounts: geometric means over positive counts, scaled by n_pos/n.
-        pos = counts > 0
-        loggeo = np.where(pos, logc, 0.0).sum(axis=1) / n_obs
+        loggeo = sum_log / n_obs
         ok = loggeo > 0
         sf = np.empty(n_obs)
         for j in range(n_obs):
-            m = ok & pos[:, j]
-            sf[j] = np.exp(np.median(logc[m, j] - loggeo[m])) if m.any() else np.nan
+            m = ok & (counts[:, j] > 0)
+            sf[j] = np.exp(np.median(np.log(counts[m, j]) - loggeo[m])) if m.any() else np.nan
         if not np.all(np.isfinite(sf)):
             raise InputError("some samples have no positive counts among usable genes; remove empty samples")
         sf = sf / np.exp(np.mean(np.log(sf)))
