@@ -18,6 +18,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 
+import numba
 import numpy as np
 import pymc as pm
 import pytensor
@@ -538,25 +539,40 @@ def laplace_draws(state: MapState, draws: int, random_seed, return_slots: bool =
     rng = np.random.default_rng(random_seed)
     G, C, K = state.mode.shape
     cdf = np.cumsum(state.weights, axis=1)
-    comp = np.minimum((rng.random((draws, G, 1)) > cdf[None]).sum(axis=2), C - 1)  # (draws, G)
+    u = rng.random((draws, G))
     # Coordinates fixed within every slot (the log-dispersion at its node) take no noise.
     var = np.einsum("gckk->k", state.cov)
     free = np.flatnonzero(var > 1e-10 * G * C)
     z = rng.standard_normal((draws, G, free.size))
-    L = cholesky(state.cov[:, :, free[:, None], free[None, :]].reshape(-1, free.size, free.size)
-                  + 1e-12 * np.eye(free.size))
-    mode = state.mode.reshape(-1, K)
-    base = np.arange(G) * C
+    L = cholesky(state.cov[:, :, free[:, None], free[None, :]] + 1e-12 * np.eye(free.size))
     out = np.empty((draws, G, K))
-    # Chunks of draws keep the gathered Cholesky factors small.
-    step = max(1, 400_000 // max(G, 1))
-    for d0 in range(0, draws, step):
-        sel = (base[None, :] + comp[d0 : d0 + step]).reshape(-1)
-        block = mode[sel]
-        zz = z[d0 : d0 + step].reshape(-1, free.size)
-        block[:, free] += np.einsum("nkl,nl->nk", L[sel], zz)
-        out[d0 : d0 + step] = block.reshape(-1, G, K)
+    comp = np.empty((draws, G), dtype=np.int64)
+    _mixture_draws(cdf, np.ascontiguousarray(state.mode), np.ascontiguousarray(L), free, u, z, out, comp)
     return (out, comp) if return_slots else out
+
+
+@numba.njit(cache=True)
+def _mixture_draws(cdf, mode, L, free, u, z, out, comp):  # pragma: no cover - compiled
+    # One pass over (draw, gene): the slot is the first whose cumulative weight reaches u
+    # (as ``(u > cdf).sum()``), then mode + L z on the free coordinates.
+    D, G = u.shape
+    C = cdf.shape[1]
+    K = mode.shape[2]
+    F = free.size
+    # Genes outer: one gene's slots stay in cache across its draws.
+    for g in range(G):
+        for d in range(D):
+            c = 0
+            while c < C - 1 and u[d, g] > cdf[g, c]:
+                c += 1
+            comp[d, g] = c
+            for k in range(K):
+                out[d, g, k] = mode[g, c, k]
+            for a in range(F):
+                acc = 0.0
+                for b in range(a + 1):
+                    acc += L[g, c, a, b] * z[d, g, b]
+                out[d, g, free[a]] += acc
 
 
 def pointwise_loglik(spec: Spec, data: CountData, lay: Layout, theta_draws: np.ndarray) -> np.ndarray:

@@ -26,9 +26,14 @@ _LIK_CACHE: dict = {}
 MAX_STEP = 5.0
 INFO_FRACTION = 0.05
 
-def likelihood_kernel(lik):
-    """Compile ``(y, eta, *gene_params) -> (logp, d1..., d2...)`` elementwise."""
-    key = repr(lik)
+def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None):
+    """Compile ``(y, eta, *gene_params) -> (logp, d1..., d2...)`` elementwise.
+
+    ``inputs`` picks the differentiated inputs (0: ``eta``, ``1 + q``: gene
+    parameter ``q``; default all), so a fit with the log-dispersion held at a
+    quadrature node does not pay for its digamma and trigamma terms.
+    """
+    key = (repr(lik), inputs)
     if key in _LIK_CACHE:
         # Already compiled in this process: nothing was compiled for this call.
         return _LIK_CACHE[key][:-1] + (0.0,)
@@ -37,7 +42,8 @@ def likelihood_kernel(lik):
     eta = pt.dmatrix("eta")
     ps = [pt.dmatrix(n) for n in lik.gene_params]
     lp = pm.logp(lik.dist(eta, dict(zip(lik.gene_params, ps))), y)
-    wrt = [eta, *ps]
+    every = [eta, *ps]
+    wrt = every if inputs is None else [every[i] for i in inputs]
     # Some pairs are disconnected (a hurdle's zero part ignores eta): their derivatives are zero.
     d1 = pt.grad(lp.sum(), wrt, disconnected_inputs="ignore")
     # Each element's logp depends only on the same element of every input, so
@@ -51,9 +57,12 @@ def likelihood_kernel(lik):
     level = rewrite_log.level
     rewrite_log.setLevel(logging.CRITICAL)
     try:
-        full = pytensor.function([y, eta, *ps], [lp, *d1, *d2], mode="NUMBA")
+        full = pytensor.function([y, eta, *ps], [lp, *d1, *d2], mode="NUMBA", on_unused_input="ignore")
     finally:
         rewrite_log.setLevel(level)
+    if inputs is not None:
+        _LIK_CACHE[key] = (full, time.perf_counter() - t0)
+        return _LIK_CACHE[key]
     value = pytensor.function([y, eta, *ps], lp.sum(axis=1), mode="NUMBA")
     pointwise = pytensor.function([y, eta, *ps], lp, mode="NUMBA")
     _LIK_CACHE[key] = (full, value, pointwise, time.perf_counter() - t0)
@@ -64,7 +73,9 @@ class GeneProblem:
     """Per-gene log posterior, gradient and Hessian for fixed hyperparameters."""
 
     def __init__(self, spec: Spec, data: CountData, lay: Layout):
-        self.full, self.value, self.pointwise, self.compile_seconds = likelihood_kernel(spec.likelihood)
+        self.lik = spec.likelihood
+        self.full, self.value, self.pointwise, self.compile_seconds = likelihood_kernel(self.lik)
+        self._partial: dict = {}
         self.y = data.counts.astype(float)
         self.w = data.weights
         self.X = data.design.matrix
@@ -97,27 +108,45 @@ class GeneProblem:
         z = (theta - loc[rows]) / scale[rows]
         return self.loglik(theta, rows) - 0.5 * np.sum(z * z, axis=1)
 
-    def derivs(self, theta, rows, loc, scale):
+    def _kernel(self, inputs):
+        if inputs is None:
+            return self.full
+        if inputs not in self._partial:
+            fn, seconds = likelihood_kernel(self.lik, inputs)
+            self._partial[inputs] = fn
+            self.compile_seconds += seconds
+        return self._partial[inputs]
+
+    def derivs(self, theta, rows, loc, scale, held=()):
+        """Log-likelihood, gradient and Hessian of the log posterior at ``theta`` (``rows``).
+
+        ``held`` lists gene parameters (indices into ``lik.gene_params``) held
+        fixed by the caller: their gradient entries and Hessian rows are left at
+        zero (prior terms aside) and the kernel skips their derivatives.
+        """
+        P, Q, X = self.P, self.Q, self.X
+        inputs = tuple(i for i in range(1 + Q) if i - 1 not in held)
         eta, params = self._eta_params(theta, rows)
-        out = self.full(self.y[rows], eta, *params)
+        out = self._kernel(None if len(inputs) == 1 + Q else inputs)(self.y[rows], eta, *params)
         if self.w is not None:
             # Observation weights scale each term of the log-likelihood and its derivatives.
             w = self.w[rows]
             out = [o * w for o in out]
-        P, Q, X = self.P, self.Q, self.X
-        lp, d1, d2 = out[0], out[1 : 2 + Q], out[2 + Q :]
+        n_in = len(inputs)
+        lp, d1, d2 = out[0], dict(zip(inputs, out[1 : 1 + n_in])), out[1 + n_in :]
         G = len(rows)
-        g = np.empty((G, self.K))
+        g = np.zeros((G, self.K))
         H = np.zeros((G, self.K, self.K))
         # Design of each input of the kernel: X for eta, E (or a column of ones) per gene parameter.
         cols = [np.arange(P)] + self.cols
         E = [X] + self.E
         g[:, :P] = d1[0] @ X
-        for q in range(Q):
-            g[:, self.cols[q]] = d1[1 + q].sum(axis=1)[:, None] if self.E[q] is None else d1[1 + q] @ self.E[q]
+        for i in inputs[1:]:
+            q = i - 1
+            g[:, self.cols[q]] = d1[i].sum(axis=1)[:, None] if self.E[q] is None else d1[i] @ self.E[q]
         it = iter(d2)
-        for i in range(1 + Q):
-            for j in range(i, 1 + Q):
+        for a, i in enumerate(inputs):
+            for j in inputs[a:]:
                 h = next(it)
                 ci, cj = cols[i], cols[j]
                 if i == 0 and j == 0:

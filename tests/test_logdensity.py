@@ -7,6 +7,7 @@ from scipy import stats
 import bayescount as bc
 from bayescount.newton import GeneProblem as _Problem
 from bayescount.model import layout
+from conftest import assert_held_derivatives_match
 
 
 @pytest.fixture(scope="module")
@@ -106,6 +107,7 @@ def test_map_kernel_matches_scipy_and_finite_differences(small):
         _, gp, _ = prob.derivs(theta + e, rows, loc, scale)
         _, gm, _ = prob.derivs(theta - e, rows, loc, scale)
         np.testing.assert_allclose(H[:, :, k], (gp - gm) / (2 * eps), rtol=1e-5, atol=1e-4)
+    assert_held_derivatives_match(prob, theta)
 
 
 def test_trigamma_kernel_accuracy():
