@@ -50,6 +50,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--size-factors", default=None, choices=["ratio", "poscounts", "none"],
                    help="default: ratio (poscounts for cell-level .h5ad counts)")
     f.add_argument("--draws", type=int, default=None, help="posterior draws (default: 200 MAP, 1000 NUTS/ADVI)")
+    f.add_argument("--nuts-sampler", choices=["nutpie", "pymc", "numpyro", "blackjax"], default=None,
+                   help="--method nuts back end (default nutpie when installed; numpyro: JAX, GPUs)")
     f.add_argument("--log-likelihood", action="store_true", help="store pointwise log-likelihood in --save")
     f.add_argument("--store", help="MAP in gene chunks, each written to this zarr store when done; rerunning "
                                    "the same command resumes from the last finished chunk")
@@ -182,7 +184,7 @@ def cmd_fit(args) -> int:
         log.info("%sdata: %d genes x %d samples (%d all-zero genes dropped)", prefix, data.n_genes, data.n_obs,
                  data.n_dropped_zero)
         res = fit(data, model=args.model, method=args.method, random_seed=args.seed, draws=args.draws,
-                  log_likelihood=args.log_likelihood, progress=not args.quiet)
+                  log_likelihood=args.log_likelihood, progress=not args.quiet, nuts_sampler=args.nuts_sampler)
         table = res.lfc(contrast, hdi_prob=args.hdi_prob)
         log.info("%scontrast %s: %d genes with svalue < 0.05", prefix, table.attrs["contrast"],
                  int((table.svalue < 0.05).sum()))

@@ -21,6 +21,8 @@ from .spec import Spec, load_spec
 log = logging.getLogger(__name__)
 
 METHODS = ("map", "advi", "nuts")
+#: NUTS back ends and the packages each needs (``numpyro``/``blackjax`` run the model through JAX).
+NUTS_SAMPLERS = {"nutpie": ("nutpie",), "pymc": (), "numpyro": ("numpyro", "jax"), "blackjax": ("blackjax", "jax")}
 
 
 def fit(
@@ -51,7 +53,7 @@ def fit(
         ``"map"``: genome-scale batched Newton with hyperparameters from a
         Laplace-approximate marginal likelihood, then per-gene Laplace.
         ``"advi"``: mean-field ADVI (Adam). ``"nuts"``: NUTS via nutpie when
-        installed, else PyMC's sampler.
+        installed, else PyMC's sampler (see ``nuts_sampler``).
     random_seed : int, optional
         Seed for draws and samplers. If omitted one is drawn and recorded in
         the result's attrs, so any fit can be repeated.
@@ -63,6 +65,10 @@ def fit(
         Add the pointwise ``log_likelihood`` group (gene x obs per draw).
     progress : bool
         Show progress bars on long steps.
+    nuts_sampler : {"nutpie", "pymc", "numpyro", "blackjax"}, optional
+        NUTS back end. ``"numpyro"`` (``pip install "bayescount[jax]"``)
+        compiles the model with JAX, the path to GPUs: JAX uses one when its
+        CUDA build is installed.
     dispersion_by : str, optional
         A sample-table factor whose levels get their own dispersion per gene
         (each shrunk to the template's dispersion prior); same as
@@ -87,6 +93,14 @@ def fit(
         raise InputError(f"unknown method {method!r}; use one of {METHODS}")
     if not isinstance(data, CountData):
         raise InputError("data must be a CountData (see CountData.from_pandas / from_csv)")
+    if nuts_sampler is not None:
+        if nuts_sampler not in NUTS_SAMPLERS:
+            raise InputError(f"unknown nuts_sampler {nuts_sampler!r}; use one of {tuple(NUTS_SAMPLERS)}")
+        missing = [p for p in NUTS_SAMPLERS[nuts_sampler] if find_spec(p) is None]
+        if missing:
+            extra = {"nutpie": "fast", "numpyro": "jax"}.get(nuts_sampler)
+            hint = f'pip install "bayescount[{extra}]"' if extra else f"pip install {' '.join(missing)}"
+            raise InputError(f"nuts_sampler={nuts_sampler!r} needs {', '.join(missing)}, which is not installed: {hint}")
     if data.weights is not None and log_likelihood and method != "map":
         raise InputError("log_likelihood with observation weights is available on the MAP path only for now")
     if dispersion_by is not None:

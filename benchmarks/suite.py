@@ -1,0 +1,170 @@
+"""The benchmark suite in one command: every size, ours against the peer in the same run.
+
+For each case the data are simulated with known truth, then each tool runs in
+its own freshly spawned process (so peak memory is its own) and is scored
+against the truth, so speed is never reported without accuracy:
+
+* ``bulk GxN``: ``nb_trend`` MAP vs PyDESeq2 (``~ group``, 2 cores), counts in
+  -> LFC table out. Calls: our ``svalue < 0.1``; PyDESeq2 ``padj < 0.1``.
+  Our time is the warm call (second fit in the process); the first call,
+  which loads compiled kernels, is shown too.
+* ``donor GxC``: ``nb_donor`` MAP (``~ condition + (1|donor)``) vs a per-gene
+  loop of statsmodels' ``PoissonBayesMixedGLM`` (the GLMM statsmodels has),
+  4 vs 4 donors, 20% DE genes. Calls: our ``svalue < 0.1``; the loop's
+  Benjamini-Hochberg ``padj < 0.1`` from ``mean / sd``. The loop is timed on
+  ``--reference-genes`` genes and scaled to all (marked in the table).
+
+A call is a true positive when the gene is DE and the sign is right;
+FDR = false calls / calls, power = true positives / DE genes.
+
+Run from the repository root (about 4 minutes on 2 cores)::
+
+    PYTHONPATH=. python benchmarks/suite.py
+    PYTHONPATH=. python benchmarks/suite.py --cases bulk:2000x12 donor:60x2000 --out suite.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_map_vs_pydeseq2 import (_maxrss_mib, _ours, _peer, run_isolated, source_hash,  # noqa: E402
+                                   to_markdown, versions)
+
+THRESH = 0.1
+DEFAULT_CASES = ["bulk:2000x12", "bulk:20000x12", "bulk:20000x48", "donor:100x2000"]
+
+
+def _score(lfc: np.ndarray, called: np.ndarray, truth: pd.DataFrame) -> dict:
+    de = truth["is_de"].to_numpy()
+    ok = called & de & (np.sign(lfc) == np.sign(truth["true_log2fc"].to_numpy()))
+    n = int(called.sum())
+    return {"calls": n, "FDR": (n - int(ok.sum())) / n if n else np.nan, "power": ok.sum() / max(int(de.sum()), 1)}
+
+
+def _bulk(genes: int, n_obs: int, seed: int) -> list[dict]:
+    import bayescount as bc
+
+    sim = bc.simulate(n_genes=genes, n_per_group=n_obs // 2, random_seed=seed)
+    truth = sim.truth
+    ours = run_isolated(_ours, sim.counts, sim.samples, seed)
+    peer = run_isolated(_peer, sim.counts, sim.samples, seed)
+    t, p = ours["table_warm"].reindex(truth.index), peer["table_first"].reindex(truth.index)
+    return [{"case": f"bulk {genes}x{n_obs}", "tool": "bayescount nb_trend MAP", "seconds": ours["time_warm"],
+             "first_call_s": ours["time_first"], "peak_rss_MiB": ours["rss_warm"],
+             **_score(t["log2fc"].to_numpy(), t["svalue"].lt(THRESH).to_numpy(), truth)},
+            {"case": f"bulk {genes}x{n_obs}", "tool": "pydeseq2 (2 cpus)", "seconds": peer["time_first"],
+             "peak_rss_MiB": peer["rss_first"] + 2 * peer["rss_workers"],
+             **_score(p["log2FoldChange"].to_numpy(), p["padj"].lt(THRESH).to_numpy(), truth)}]
+
+
+def _donor_ours(counts, samples, seed) -> dict:
+    import bayescount as bc
+
+    out = {}
+    for label in ("first", "warm"):
+        t0 = time.perf_counter()
+        data = bc.CountData.from_pandas(counts, samples, "~ condition + (1|donor)", size_factors="poscounts")
+        res = bc.fit(data, model="nb_donor", method="map", random_seed=seed)
+        table = res.lfc(["condition", "B", "A"])
+        out[f"time_{label}"] = time.perf_counter() - t0
+    out["rss"] = _maxrss_mib()
+    out["table"] = table.set_index("gene")
+    return out
+
+
+def _donor_peer(counts, samples, genes) -> dict:
+    from scipy import stats
+    from statsmodels.genmod.bayes_mixed_glm import PoissonBayesMixedGLM
+    from statsmodels.stats.multitest import multipletests
+
+    frame = samples.copy()
+    lib = counts.sum(axis=0).to_numpy(dtype=float)
+    frame["log_lib"] = np.log(lib / np.median(lib))
+    lfc, z = [], []
+    t0 = time.perf_counter()
+    for g in genes:
+        frame["y"] = counts.loc[g].to_numpy()
+        model = PoissonBayesMixedGLM.from_formula("y ~ condition + log_lib", {"donor": "0 + C(donor)"}, frame)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = model.fit_vb()
+        k = list(model.exog_names).index("condition[T.B]")
+        lfc.append(res.fe_mean[k] / np.log(2))
+        z.append(res.fe_mean[k] / res.fe_sd[k])
+    seconds = time.perf_counter() - t0
+    padj = multipletests(2 * stats.norm.sf(np.abs(z)), method="fdr_bh")[1]
+    return {"time": seconds, "rss": _maxrss_mib(), "table": pd.DataFrame({"log2fc": lfc, "padj": padj}, index=genes)}
+
+
+def _donor(genes: int, cells: int, seed: int, reference_genes: int) -> list[dict]:
+    import bayescount as bc
+
+    sim = bc.simulate_cells(n_genes=genes, n_donors_per_group=4, cells_per_donor=cells // 8, donor_sd=0.3,
+                            frac_de=0.2, random_seed=seed)
+    truth = sim.truth
+    ours = run_isolated(_donor_ours, sim.counts, sim.samples, seed)
+    n_ref = min(reference_genes, genes)
+    ref_genes = list(truth.index[:n_ref])
+    peer = run_isolated(_donor_peer, sim.counts, sim.samples, ref_genes)
+    t = ours["table"].reindex(truth.index)
+    p, tr = peer["table"], truth.loc[ref_genes]
+    scaled = "" if n_ref == genes else f" (timed on {n_ref} genes, scaled)"
+    return [{"case": f"donor {genes}x{cells}", "tool": "bayescount nb_donor MAP", "seconds": ours["time_warm"],
+             "first_call_s": ours["time_first"], "peak_rss_MiB": ours["rss"],
+             **_score(t["log2fc"].to_numpy(), t["svalue"].lt(THRESH).to_numpy(), truth)},
+            {"case": f"donor {genes}x{cells}", "tool": "statsmodels GLMM loop" + scaled,
+             "seconds": peer["time"] * genes / n_ref, "peak_rss_MiB": peer["rss"],
+             **_score(p["log2fc"].to_numpy(), p["padj"].lt(THRESH).to_numpy(), tr)}]
+
+
+def main(argv=None) -> pd.DataFrame:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--cases", nargs="+", default=DEFAULT_CASES,
+                    help="bulk:GENESxSAMPLES and donor:GENESxCELLS (default: %(default)s)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--reference-genes", type=int, default=20, help="genes in the GLMM loop (time scaled)")
+    ap.add_argument("--out", help="also write the table here (.csv, otherwise markdown)")
+    args = ap.parse_args(argv)
+    print(versions())
+    src = source_hash()
+    print(f"bayescount source hash: {src}")
+    rows = []
+    for case in args.cases:
+        kind, _, size = case.partition(":")
+        a, b = (int(v) for v in size.lower().split("x"))
+        t0 = time.perf_counter()
+        if kind == "bulk":
+            rows += _bulk(a, b, args.seed)
+        elif kind == "donor":
+            rows += _donor(a, b, args.seed, args.reference_genes)
+        else:
+            ap.error(f"unknown case kind {kind!r} in {case!r}: use bulk:GxN or donor:GxC")
+        print(f"{case}: done in {time.perf_counter() - t0:.0f} s", flush=True)
+    table = pd.DataFrame(rows)
+    # Peer time over ours, on our row of each case.
+    peer_s = table.groupby("case")["seconds"].transform("last")
+    table["peer_over_ours"] = np.where(table.index % 2 == 0, peer_s / table["seconds"], np.nan)
+    table = table[["case", "tool", "seconds", "first_call_s", "peer_over_ours", "peak_rss_MiB",
+                   "calls", "FDR", "power"]]
+    if source_hash() != src:
+        print("WARNING: bayescount sources changed while the suite ran; results mix code versions")
+    text = to_markdown(table)
+    print("\n" + text)
+    if args.out:
+        if args.out.endswith(".csv"):
+            table.to_csv(args.out, index=False)
+        else:
+            Path(args.out).write_text(text + "\n")
+    return table
+
+
+if __name__ == "__main__":
+    main()
