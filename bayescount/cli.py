@@ -52,6 +52,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--draws", type=int, default=None, help="posterior draws (default: 200 MAP, 1000 NUTS/ADVI)")
     f.add_argument("--nuts-sampler", choices=["nutpie", "pymc", "numpyro", "blackjax"], default=None,
                    help="--method nuts back end (default nutpie when installed; numpyro: JAX, GPUs)")
+    f.add_argument("--advi-minibatch", type=int, default=None, metavar="N",
+                   help="--method advi on random batches of N samples/cells per step (data too large for full batch)")
     f.add_argument("--log-likelihood", action="store_true", help="store pointwise log-likelihood in --save")
     f.add_argument("--store", help="MAP in gene chunks, each written to this zarr store when done; rerunning "
                                    "the same command resumes from the last finished chunk")
@@ -184,7 +186,8 @@ def cmd_fit(args) -> int:
         log.info("%sdata: %d genes x %d samples (%d all-zero genes dropped)", prefix, data.n_genes, data.n_obs,
                  data.n_dropped_zero)
         res = fit(data, model=args.model, method=args.method, random_seed=args.seed, draws=args.draws,
-                  log_likelihood=args.log_likelihood, progress=not args.quiet, nuts_sampler=args.nuts_sampler)
+                  log_likelihood=args.log_likelihood, progress=not args.quiet, nuts_sampler=args.nuts_sampler,
+                  advi_minibatch=args.advi_minibatch)
         table = res.lfc(contrast, hdi_prob=args.hdi_prob)
         log.info("%scontrast %s: %d genes with svalue < 0.05", prefix, table.attrs["contrast"],
                  int((table.svalue < 0.05).sum()))

@@ -39,6 +39,7 @@ def fit(
     nuts_sampler: str | None = None,
     advi_steps: int = 20000,
     advi_learning_rate: float = 0.02,
+    advi_minibatch: int | None = None,
     dispersion_by: str | None = None,
     zero_design: str | None = None,
 ) -> Fit:
@@ -69,6 +70,13 @@ def fit(
         NUTS back end. ``"numpyro"`` (``pip install "bayescount[jax]"``)
         compiles the model with JAX, the path to GPUs: JAX uses one when its
         CUDA build is installed.
+    advi_steps, advi_learning_rate : int, float
+        ADVI's Adam steps (it stops earlier when the parameters settle) and learning rate.
+    advi_minibatch : int, optional
+        ADVI on random batches of this many observations (samples or cells)
+        per step, the likelihood scaled to all of them: for cell-level data
+        too large for full-batch gradients. Batches add noise, so every step
+        in ``advi_steps`` is run; give more steps than full-batch ADVI needs.
     dispersion_by : str, optional
         A sample-table factor whose levels get their own dispersion per gene
         (each shrunk to the template's dispersion prior); same as
@@ -101,6 +109,8 @@ def fit(
             extra = {"nutpie": "fast", "numpyro": "jax"}.get(nuts_sampler)
             hint = f'pip install "bayescount[{extra}]"' if extra else f"pip install {' '.join(missing)}"
             raise InputError(f"nuts_sampler={nuts_sampler!r} needs {', '.join(missing)}, which is not installed: {hint}")
+    if advi_minibatch is not None and method != "advi":
+        raise InputError(f"advi_minibatch applies to method='advi', not {method!r}")
     if data.weights is not None and log_likelihood and method != "map":
         raise InputError("log_likelihood with observation weights is available on the MAP path only for now")
     if dispersion_by is not None:
@@ -118,7 +128,7 @@ def fit(
                  "timings": json.dumps(state.timings), "n_sweeps": state.n_sweeps}
     else:
         tree, extra = _pymc_tree(spec, data, method, seed, draws, log_likelihood, progress, tune, chains,
-                                 nuts_sampler, advi_steps, advi_learning_rate)
+                                 nuts_sampler, advi_steps, advi_learning_rate, advi_minibatch)
     tree["constant_data"] = xr.DataTree(_constant_data(data))
     tree.attrs.update(
         {
@@ -244,12 +254,12 @@ def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec) -> 
 
 
 def _pymc_tree(spec, data, method, seed, draws, log_likelihood, progress, tune, chains, nuts_sampler,
-               advi_steps, advi_learning_rate):
+               advi_steps, advi_learning_rate, advi_minibatch=None):
     import pymc as pm
 
     from . import _kernels  # noqa: F401
 
-    model = build_model(spec, data)
+    model = build_model(spec, data, minibatch=advi_minibatch, random_seed=seed)
     extra = {}
     with model:
         if method == "nuts":
@@ -260,21 +270,28 @@ def _pymc_tree(spec, data, method, seed, draws, log_likelihood, progress, tune, 
         else:
             from pymc.variational.callbacks import CheckParametersConvergence
 
+            # Minibatch gradients never let the parameters settle to a tolerance: run every step.
+            callbacks = [] if advi_minibatch else [CheckParametersConvergence(diff="absolute", tolerance=1e-3, every=500)]
+
             # Start narrow: with wide priors (a tidy model's Normal(0, 10)) the default initial
             # sd of 0.7 on the standardized scale puts exp(eta) far out of range.
             start_sigma = {v.name: 0.05 for v in model.value_vars}
             approx = pm.fit(n=advi_steps, method="advi", obj_optimizer=pm.adam(learning_rate=advi_learning_rate),
                             random_seed=seed, progressbar=progress, start_sigma=start_sigma,
-                            callbacks=[CheckParametersConvergence(diff="absolute", tolerance=1e-3, every=500)])
+                            callbacks=callbacks)
             tree = approx.sample(draws or 1000, random_seed=seed)
             hist = np.asarray(approx.hist, dtype=float)
             tree["sample_stats"] = xr.DataTree(xr.Dataset({"loss": ("advi_step", hist)}))
             extra["advi_steps_run"] = int(hist.size)
             extra["advi_converged"] = int(_loss_plateaued(hist))
+            if advi_minibatch:
+                extra["advi_minibatch"] = int(advi_minibatch)
             if not extra["advi_converged"]:
                 log.warning("ADVI loss was still falling after %d steps; raise advi_steps", hist.size)
         if log_likelihood:
-            pm.compute_log_likelihood(tree, model=model, progressbar=False)
+            # Pointwise terms are over all observations, not a batch.
+            full = model if advi_minibatch is None else build_model(spec, data)
+            pm.compute_log_likelihood(tree, model=full, progressbar=False)
     post = tree["posterior"].to_dataset()
     post = post.drop_vars([v for v in post.data_vars if v.endswith("_z")])
     tree["posterior"] = xr.DataTree(post)

@@ -236,12 +236,17 @@ def prior_loc_scale(spec: Spec, lay: Layout, hyper: dict, base_mean) -> tuple[li
     return locs, scales
 
 
-def build_model(spec: Spec, data: CountData) -> pm.Model:
+def build_model(spec: Spec, data: CountData, minibatch: int | None = None, random_seed: int | None = None) -> pm.Model:
     """The template's PyMC model for these data.
 
     Per-gene coordinates are non-centered (``*_z`` standard normals) so that
     NUTS and ADVI see a well-conditioned geometry when genes carry little
     information; ``beta`` and the gene parameters are deterministics.
+
+    With ``minibatch`` the likelihood sees a random batch of that many
+    observations (samples or cells; all genes) at each evaluation, scaled to
+    the full data (``total_size``), for stochastic ADVI on data too large
+    for full-batch gradients; ``random_seed`` seeds the batch stream.
 
     Examples
     --------
@@ -306,24 +311,67 @@ def build_model(spec: Spec, data: CountData) -> pm.Model:
                 zp = pm.Normal(f"{pname}_z", 0.0, 1.0, dims="gene")
                 params[pname] = pm.Deterministic(pname, locs[k] + scales[k] * zp, dims="gene")
                 columns[pname] = params[pname][:, None]
+        Z = data.design.random.matrix if lay.re_terms else None
+        observed, W, obs_dims, extra, scale_w = data.counts, data.weights, ("gene", "obs"), {}, 1.0
+        if minibatch is not None:
+            X, offset, observed, Z, W, E_mb = _minibatch(minibatch, data, lay, random_seed)
+            for pname, E_p in E_mb.items():
+                columns[pname] = pt.dot(params[pname], E_p.T)
+            obs_dims, extra, scale_w = None, {"total_size": [data.n_obs, None]}, data.n_obs / minibatch
         eta = offset[None, :] + pt.dot(beta, X.T)
         if lay.re_terms:
-            eta = eta + _random_effects(lay, data, locs, scales)
+            eta = eta + _random_effects(lay, data, locs, scales, Z)
+        if minibatch is not None:
+            # A minibatch must be observed exactly as sliced (obs leading): the likelihood runs on (obs, gene).
+            eta, columns = eta.T, {k: v.T for k, v in columns.items()}
         if data.weights is None:
-            spec.likelihood.observe("counts", eta, columns, observed=data.counts, dims=("gene", "obs"))
+            spec.likelihood.observe("counts", eta, columns, observed=observed, dims=obs_dims, **extra)
         else:
             # Weighted observations: each log-density term times its weight, as a potential.
-            W = pm.Data("weights", data.weights, dims=("gene", "obs"))
+            if minibatch is None:
+                W = pm.Data("weights", data.weights, dims=("gene", "obs"))
             dist = spec.likelihood.dist(eta, columns)
-            pm.Potential("weighted_counts", pt.sum(W * pm.logp(dist, data.counts)))
+            pm.Potential("weighted_counts", scale_w * pt.sum(W * pm.logp(dist, observed)))
         spec.likelihood.deterministics(params, dims)
     return model
 
 
-def _random_effects(lay: Layout, data: CountData, locs, scales):
+def _minibatch(size: int, data: CountData, lay: Layout, random_seed):
+    """Jointly sliced random batches of the observation-indexed arrays (design, offset, counts, ...).
+
+    Counts and weights come back as (obs, gene).
+    """
+    from pytensor.graph.traversal import ancestors
+    from pytensor.tensor.random.type import RandomGeneratorType
+
+    if not 1 <= size < data.n_obs:
+        raise InputError(f"minibatch={size} must be between 1 and the number of observations - 1 ({data.n_obs - 1}); "
+                         "drop it for full-batch ADVI")
+    E = {k: v for k, v in param_design(lay, data).items() if v is not None}
+    if data.counts.max(initial=0) >= 2**31:
+        raise InputError("counts above 2**31 - 1 cannot be minibatched (PyMC observes integer batches as int32); "
+                         "drop advi_minibatch")
+    # PyMC casts integer observations to int32; a batch must already be int32 to stay observable.
+    arrays = {"X": data.design.matrix, "offset": data.offset, "counts": data.counts.T.astype(np.int32)}
+    if lay.re_terms:
+        arrays["Z"] = data.design.random.matrix
+    if data.weights is not None:
+        arrays["W"] = data.weights.T
+    arrays.update({f"E:{k}": v for k, v in E.items()})
+    out = dict(zip(arrays, pm.Minibatch(*arrays.values(), batch_size=int(size))))
+    # The batch stream is a shared generator in the graph: seed it so a fit can be repeated.
+    for var in ancestors(list(out.values())):
+        if isinstance(getattr(var, "type", None), RandomGeneratorType) and hasattr(var, "set_value"):
+            var.set_value(np.random.default_rng(random_seed))
+    return (out["X"], out["offset"], out["counts"], out.get("Z"), out.get("W"),
+            {k: out[f"E:{k}"] for k in E})
+
+
+def _random_effects(lay: Layout, data: CountData, locs, scales, Z=None):
     """Non-centred group-level effects with per-gene log scales; returns their (gene, obs) linear predictor."""
     G, T, K = data.n_genes, len(lay.re_terms), len(lay.names)
-    Z = pm.Data("re_design", data.design.random.matrix, dims=("obs", "re_coef"))
+    if Z is None or isinstance(Z, np.ndarray):
+        Z = pm.Data("re_design", data.design.random.matrix, dims=("obs", "re_coef"))
     loc = pt.stack([pt.broadcast_to(locs[K + t], (G,)) for t in range(T)], axis=1)
     scale = pt.stack([pt.broadcast_to(scales[K + t], (G,)) for t in range(T)], axis=1)
     z_sd = pm.Normal("log_re_sd_z", 0.0, 1.0, dims=("gene", "re_term"))

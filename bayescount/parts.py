@@ -83,9 +83,12 @@ class _Likelihood:
     def dist(self, eta, params):
         return self._make(eta, params)
 
-    def observe(self, name, eta, columns, observed, dims):
-        """The observed variable; ``columns`` holds each gene parameter broadcastable to (gene, obs)."""
-        return self._make(eta, dict(columns), name=name, observed=observed, dims=dims)
+    def observe(self, name, eta, columns, observed, dims, **extra):
+        """The observed variable; ``columns`` holds each gene parameter broadcastable to (gene, obs).
+
+        ``extra`` goes to the distribution (``total_size`` for minibatches).
+        """
+        return self._make(eta, dict(columns), name=name, observed=observed, dims=dims, **extra)
 
     def deterministics(self, params, dims=None):
         for pname in self.gene_params:

@@ -38,3 +38,28 @@ def test_numpyro_nuts_agrees_with_map_and_truth():
     assert np.median(np.abs(a.log2fc - b.log2fc) / a.log2fc_sd) < 0.2
     truth = sim.truth.loc[a.index, "true_log2fc"]
     assert np.corrcoef(a.log2fc, truth)[0, 1] > 0.9
+
+
+@pytest.fixture(scope="module")
+def many_samples():
+    return bc.simulate(n_genes=40, n_per_group=150, frac_de=0.3, random_seed=5)
+
+
+@pytest.mark.slow
+def test_minibatch_advi_agrees_with_map_and_repeats_with_its_seed(many_samples):
+    sim = many_samples
+    fits = [bc.fit(sim.data, method="advi", advi_minibatch=32, advi_steps=4000, random_seed=4) for _ in range(2)]
+    assert fits[0].idata.attrs["advi_minibatch"] == 32
+    a = [f.lfc(["group", "B", "A"]).set_index("gene") for f in fits]
+    # The batch stream is seeded: the same seed gives the same fit.
+    np.testing.assert_array_equal(a[0].log2fc, a[1].log2fc)
+    m = bc.fit(sim.data, method="map", random_seed=4).lfc(["group", "B", "A"]).set_index("gene").loc[a[0].index]
+    assert np.corrcoef(a[0].log2fc, m.log2fc)[0, 1] > 0.98
+    assert np.corrcoef(a[0].log2fc, sim.truth.loc[m.index, "true_log2fc"])[0, 1] > 0.95
+
+
+def test_minibatch_errors(many_samples):
+    with pytest.raises(InputError, match="advi_minibatch applies to method='advi'"):
+        bc.fit(many_samples.data, method="map", advi_minibatch=10)
+    with pytest.raises(InputError, match="minibatch=300 must be between 1"):
+        bc.fit(many_samples.data, method="advi", advi_minibatch=300)
