@@ -64,6 +64,8 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--scheduler-address", help="with --scheduler dask: an existing scheduler, e.g. tcp://host:8786")
     f.add_argument("--workers", type=int, default=2, help="with --scheduler dask and no address: LocalCluster workers")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
+    f.add_argument("--progress-log", action="store_true",
+                   help="when not on a terminal, log progress (done/total, ETA) every 10 s instead of staying quiet")
 
     r = sub.add_parser("regress", help="fit one count response from a tidy table and write its coefficients")
     r.add_argument("data", help="CSV/TSV, one row per observation")
@@ -94,6 +96,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument("--report", help="write an HTML report of the fits and their comparison here")
     c.add_argument("--seed", type=int, default=None)
     c.add_argument("--quiet", action="store_true", help="no progress bars")
+    c.add_argument("--progress-log", action="store_true",
+                   help="when not on a terminal, log progress (done/total, ETA) every 10 s instead of staying quiet")
 
     rp = sub.add_parser("report", help="write a self-contained HTML report of saved fits (compared when several)")
     rp.add_argument("fits", nargs="+", help="fit files saved with --save (netCDF)")
@@ -114,6 +118,13 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--out", help="optional folder for the demo's DE table")
     return p
+
+
+def _progress(args):
+    """False with --quiet; "log" with --progress-log (log lines off a terminal); else bars on a terminal."""
+    if args.quiet:
+        return False
+    return "log" if getattr(args, "progress_log", False) else True
 
 
 def main(argv=None) -> int:
@@ -186,7 +197,7 @@ def cmd_fit(args) -> int:
         log.info("%sdata: %d genes x %d samples (%d all-zero genes dropped)", prefix, data.n_genes, data.n_obs,
                  data.n_dropped_zero)
         res = fit(data, model=args.model, method=args.method, random_seed=args.seed, draws=args.draws,
-                  log_likelihood=args.log_likelihood, progress=not args.quiet, nuts_sampler=args.nuts_sampler,
+                  log_likelihood=args.log_likelihood, progress=_progress(args), nuts_sampler=args.nuts_sampler,
                   advi_minibatch=args.advi_minibatch)
         table = res.lfc(contrast, hdi_prob=args.hdi_prob)
         log.info("%scontrast %s: %d genes with svalue < 0.05", prefix, table.attrs["contrast"],
@@ -242,7 +253,7 @@ def _fit_store(args, datasets, contrast) -> int:
         client = _dask_client(args, stack) if args.scheduler == "dask" else None
         table = fit_chunked(data, store, model=args.model, contrast=contrast, memory=args.memory,
                             random_seed=0 if args.seed is None else args.seed, hdi_prob=args.hdi_prob,
-                            chunk_size=args.chunk_genes, progress=not args.quiet, client=client)
+                            chunk_size=args.chunk_genes, progress=_progress(args), client=client)
     if args.out:
         atomic_write_csv(table, args.out, index=False)
         log.info("LFC table written to %s", args.out)
@@ -313,7 +324,7 @@ def cmd_regress(args) -> int:
     _check_writable(args.save, "--save")
     frame = read_table(args.data, "DATA", index=False)
     res, table = regress(frame, args.formula, model=args.model, method=args.method, random_seed=args.seed,
-                         hdi_prob=args.hdi_prob, progress=not args.quiet)
+                         hdi_prob=args.hdi_prob, progress=_progress(args))
     where = "at the MAP" if args.method == "map" else "at the posterior mean"
     print(f"log-likelihood {where}: {table.attrs.get('loglik', float('nan')):.4f}; parameters: {len(table)}")
     if args.save:
@@ -351,7 +362,7 @@ def cmd_compare(args) -> int:
         for m in models:
             formula = args.formula if m in ("zinb", "hurdle") else _count_part(args.formula)
             fits[m], _ = regress(frame, formula, model=m, method=args.method, random_seed=args.seed, draws=draws,
-                                 progress=not args.quiet)
+                                 progress=_progress(args))
     else:
         from .data import CountData
         from .fit import fit
@@ -366,8 +377,8 @@ def cmd_compare(args) -> int:
         for m in models:
             log.info("fitting %s (%s)", m, args.method)
             fits[m] = fit(data, model=m, method=args.method, random_seed=args.seed, draws=draws,
-                          progress=not args.quiet)
-    genes, overall = compare(fits, ic=args.ic, memory=args.memory, progress=not args.quiet)
+                          progress=_progress(args))
+    genes, overall = compare(fits, ic=args.ic, memory=args.memory, progress=_progress(args))
     if args.formula is not None:
         table = overall.rename(columns={"p": f"p_{args.ic}"})
     else:

@@ -64,8 +64,9 @@ def fit(
         Overrides of the template's hyperparameters, ``{section: {key: value}}``.
     log_likelihood : bool
         Add the pointwise ``log_likelihood`` group (gene x obs per draw).
-    progress : bool
-        Show progress bars on long steps.
+    progress : bool or "log"
+        Show progress bars on long steps (on a terminal); ``"log"`` also
+        logs done/total and ETA every 10 s when not on a terminal.
     nuts_sampler : {"nutpie", "pymc", "numpyro", "blackjax"}, optional
         NUTS back end. ``"numpyro"`` (``pip install "bayescount[jax]"``)
         compiles the model with JAX, the path to GPUs: JAX uses one when its
@@ -265,7 +266,7 @@ def _pymc_tree(spec, data, method, seed, draws, log_likelihood, progress, tune, 
         if method == "nuts":
             sampler = nuts_sampler or ("nutpie" if find_spec("nutpie") else "pymc")
             tree = pm.sample(draws=draws or 1000, tune=tune, chains=chains, random_seed=seed,
-                             nuts_sampler=sampler, progressbar=progress)
+                             nuts_sampler=sampler, progressbar=bool(progress))
             extra["nuts_sampler"] = sampler
         else:
             from pymc.variational.callbacks import CheckParametersConvergence
@@ -277,7 +278,7 @@ def _pymc_tree(spec, data, method, seed, draws, log_likelihood, progress, tune, 
             # sd of 0.7 on the standardized scale puts exp(eta) far out of range.
             start_sigma = {v.name: 0.05 for v in model.value_vars}
             approx = pm.fit(n=advi_steps, method="advi", obj_optimizer=pm.adam(learning_rate=advi_learning_rate),
-                            random_seed=seed, progressbar=progress, start_sigma=start_sigma,
+                            random_seed=seed, progressbar=bool(progress), start_sigma=start_sigma,
                             callbacks=callbacks)
             tree = approx.sample(draws or 1000, random_seed=seed)
             hist = np.asarray(approx.hist, dtype=float)

@@ -3,6 +3,7 @@
 import json
 import os
 import signal
+import re
 import subprocess
 import sys
 import time
@@ -75,9 +76,11 @@ def test_kill_and_resume_gives_the_same_table(tmp_path):
     resumed = subprocess.run(cmd + ["--out", str(tmp_path / "resumed.csv")], capture_output=True, text=True)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert "resuming" in resumed.stderr
-    fresh = subprocess.run([c if c != str(store) else str(tmp_path / "fresh.zarr") for c in cmd]
-                           + ["--out", str(tmp_path / "fresh.csv")], capture_output=True, text=True)
+    # The fresh run logs its progress instead (a pipeline asking for it, stderr not a terminal).
+    fresh_cmd = [{str(store): str(tmp_path / "fresh.zarr"), "--quiet": "--progress-log"}.get(c, c) for c in cmd]
+    fresh = subprocess.run(fresh_cmd + ["--out", str(tmp_path / "fresh.csv")], capture_output=True, text=True)
     assert fresh.returncode == 0, fresh.stderr[-2000:]
+    assert re.search(r"gene chunks: (\d+)/\1 \(100%\), elapsed \d+ s, ETA 0 s", fresh.stderr), fresh.stderr[-2000:]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "resumed.csv"), pd.read_csv(tmp_path / "fresh.csv"))
 
 
@@ -102,3 +105,19 @@ def test_cli_scheduler_dask(sim, tmp_path):
     assert main(base + ["--store", str(tmp_path / "l.zarr"), "--out", str(tmp_path / "l.csv")]) == 0
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "d.csv"), pd.read_csv(tmp_path / "l.csv"))
     assert main(base + ["--scheduler-address", "tcp://127.0.0.1:1", "--out", str(tmp_path / "x.csv")]) == 2
+
+
+def test_progress_log_lines_off_a_terminal(monkeypatch, caplog):
+    from bayescount import progress
+
+    monkeypatch.setattr(progress, "LOG_EVERY", 0.0)
+    caplog.set_level("INFO", logger="bayescount.progress")
+    with progress.progress_bar(True, "quiet chunks", total=4) as bar:  # not a terminal: nothing
+        bar.advance()
+    with progress.progress_bar("log", "gene chunks", total=4) as bar:
+        for _ in range(4):
+            bar.advance()
+    lines = [r.getMessage() for r in caplog.records]
+    assert not any("quiet chunks" in m for m in lines)
+    assert lines[-1].startswith("gene chunks: 4/4 (100%)") and "ETA 0 s" in lines[-1]
+    assert len([m for m in lines if m.startswith("gene chunks")]) == 4
