@@ -289,10 +289,12 @@ def _pymc_tree(spec, data, method, seed, draws, log_likelihood, progress, tune, 
                 extra["advi_minibatch"] = int(advi_minibatch)
             if not extra["advi_converged"]:
                 log.warning("ADVI loss was still falling after %d steps; raise advi_steps", hist.size)
-        if log_likelihood:
-            # Pointwise terms are over all observations, not a batch.
-            full = model if advi_minibatch is None else build_model(spec, data)
-            pm.compute_log_likelihood(tree, model=full, progressbar=False)
+        if log_likelihood and advi_minibatch is None:
+            pm.compute_log_likelihood(tree, model=model, progressbar=False)
+    if log_likelihood and advi_minibatch is not None:
+        # Pointwise terms are over all observations, not a batch: the full-data model
+        # (built outside the minibatch model's context, or its names would clash).
+        pm.compute_log_likelihood(tree, model=build_model(spec, data), progressbar=False)
     post = tree["posterior"].to_dataset()
     post = post.drop_vars([v for v in post.data_vars if v.endswith("_z")])
     tree["posterior"] = xr.DataTree(post)

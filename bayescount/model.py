@@ -288,7 +288,7 @@ def build_model(spec: Spec, data: CountData, minibatch: int | None = None, rando
         if lay.mixture is not None:
             # Mixture slopes are centred free variables with the mixture log-density
             # added as a potential.
-            slopes = pm.Flat("beta_slope", dims=("gene", "slope"), initval=np.zeros((data.n_genes, len(lay.slopes))))
+            slopes = pm.Flat("beta_slope", dims=("gene", "slope"))  # starts at 0, its support point
             pm.Potential("beta_slope_prior", lay.mixture.logp(slopes, hyper["pi"]))
             beta = pt.set_subtensor(beta[:, lay.slope_index], slopes)
         beta = pm.Deterministic("beta", beta, dims=("gene", "coef"))

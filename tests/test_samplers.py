@@ -63,3 +63,20 @@ def test_minibatch_errors(many_samples):
         bc.fit(many_samples.data, method="map", advi_minibatch=10)
     with pytest.raises(InputError, match="minibatch=300 must be between 1"):
         bc.fit(many_samples.data, method="advi", advi_minibatch=300)
+
+
+def test_advi_log_likelihood_is_over_all_observations_and_equals_scipy():
+    from scipy import stats
+
+    sim = bc.simulate(n_genes=8, n_per_group=10, random_seed=7)
+    data = sim.data
+    res = bc.fit(data, method="advi", advi_minibatch=6, advi_steps=300, draws=20, random_seed=1,
+                 log_likelihood=True)
+    ll = res.idata["log_likelihood"]["counts"].transpose("chain", "draw", "gene", "obs").to_numpy()
+    assert ll.shape == (1, 20, data.n_genes, data.n_obs)  # every observation, not a batch
+    post = res.idata["posterior"]
+    beta = post["beta"].isel(chain=0, draw=3).transpose("gene", "coef").to_numpy()
+    disp = post["dispersion"].isel(chain=0, draw=3).to_numpy()
+    mu = np.exp(data.offset[None, :] + beta @ data.design.matrix.T)
+    size = 1.0 / disp[:, None]
+    np.testing.assert_allclose(ll[0, 3], stats.nbinom.logpmf(data.counts, size, size / (size + mu)), rtol=1e-8)
