@@ -76,6 +76,7 @@ class GeneProblem:
         self.lik = spec.likelihood
         self.full, self.value, self.pointwise, self.compile_seconds = likelihood_kernel(self.lik)
         self._partial: dict = {}
+        self._outer: dict = {}
         self.y = data.counts.astype(float)
         self.w = data.weights
         self.X = data.design.matrix
@@ -107,6 +108,18 @@ class GeneProblem:
     def logpost(self, theta, rows, loc, scale):
         z = (theta - loc[rows]) / scale[rows]
         return self.loglik(theta, rows) - 0.5 * np.sum(z * z, axis=1)
+
+    def _gram(self, key, A, B, h):
+        """``sum_n h[g, n] A[n, a] B[n, b]`` for every gene: one matrix product with the cached
+        row-wise outer products of the two designs (about 2x faster than the einsum)."""
+        if key not in self._outer:
+            n, a, b = A.shape[0], A.shape[1], B.shape[1]
+            # Very wide designs over many observations would make the cache large: einsum there.
+            self._outer[key] = (A[:, :, None] * B[:, None, :]).reshape(n, a * b) if n * a * b <= 2e7 else None
+        outer = self._outer[key]
+        if outer is None:
+            return np.einsum("gn,na,nb->gab", h, A, B, optimize=True)
+        return (h @ outer).reshape(h.shape[0], A.shape[1], B.shape[1])
 
     def _kernel(self, inputs):
         if inputs is None:
@@ -150,14 +163,14 @@ class GeneProblem:
                 h = next(it)
                 ci, cj = cols[i], cols[j]
                 if i == 0 and j == 0:
-                    H[:, :P, :P] = np.einsum("gn,na,nb->gab", h, X, X, optimize=True)
+                    H[:, :P, :P] = self._gram((0, 0), X, X, h)
                     continue
                 if E[j] is None:
                     block = (h @ E[i])[:, :, None] if E[i] is not None else h.sum(axis=1)[:, None, None]
                 elif E[i] is None:
                     block = (h @ E[j])[:, None, :]
                 else:
-                    block = np.einsum("gn,na,nb->gab", h, E[i], E[j], optimize=True)
+                    block = self._gram((i, j), E[i], E[j], h)
                 H[:, ci[:, None], cj[None, :]] = block
                 H[:, cj[:, None], ci[None, :]] = np.swapaxes(block, 1, 2)
         prec = 1.0 / scale[rows] ** 2
