@@ -270,9 +270,12 @@ def build_model(spec: Spec, data: CountData, minibatch: int | None = None, rando
         coords["shifted_level"] = list(lay.disp_levels[1:])
     if lay.zero_coef:
         coords["zero_coef"] = list(lay.zero_coef)
+    E = param_design(lay, data)
     with pm.Model(coords=coords) as model:
-        X = pm.Data("design", data.design.matrix, dims=("obs", "coef"))
-        offset = pm.Data("offset", data.offset, dims="obs")
+        # With a minibatch every observation-indexed array is a jointly sliced batch.
+        mb = None if minibatch is None else _minibatch(minibatch, data, lay, E, random_seed)
+        X = pm.Data("design", data.design.matrix, dims=("obs", "coef")) if mb is None else mb["X"]
+        offset = pm.Data("offset", data.offset, dims="obs") if mb is None else mb["offset"]
         base_mean = pm.Data("base_mean", data.base_mean, dims="gene")
         hyper = {name: h.rv(name) for name, h in lay.hyper.items()}
         locs, scales = prior_loc_scale(spec, lay, hyper, base_mean)
@@ -293,7 +296,6 @@ def build_model(spec: Spec, data: CountData, minibatch: int | None = None, rando
             beta = pt.set_subtensor(beta[:, lay.slope_index], slopes)
         beta = pm.Deterministic("beta", beta, dims=("gene", "coef"))
         params, columns, dims = {}, {}, {}
-        E = param_design(lay, data)
         for pname, cols in lay.param_cols.items():
             k = cols[0]
             dim = lay.param_dim(pname)
@@ -305,41 +307,38 @@ def build_model(spec: Spec, data: CountData, minibatch: int | None = None, rando
                 scale = pt.stack([pt.broadcast_to(scales[c], (data.n_genes,)) for c in cols], axis=1)
                 zp = pm.Normal(f"{pname}_z", 0.0, 1.0, dims=dims[pname])
                 params[pname] = pm.Deterministic(pname, loc + scale * zp, dims=dims[pname])
-                columns[pname] = pt.dot(params[pname], pt.as_tensor(E[pname].T))
+                E_p = pt.as_tensor(E[pname]) if mb is None else mb[f"E:{pname}"]
+                columns[pname] = pt.dot(params[pname], E_p.T)
             else:
                 dims[pname] = "gene"
                 zp = pm.Normal(f"{pname}_z", 0.0, 1.0, dims="gene")
                 params[pname] = pm.Deterministic(pname, locs[k] + scales[k] * zp, dims="gene")
                 columns[pname] = params[pname][:, None]
-        Z = data.design.random.matrix if lay.re_terms else None
-        observed, W, obs_dims, extra, scale_w = data.counts, data.weights, ("gene", "obs"), {}, 1.0
-        if minibatch is not None:
-            X, offset, observed, Z, W, E_mb = _minibatch(minibatch, data, lay, random_seed)
-            for pname, E_p in E_mb.items():
-                columns[pname] = pt.dot(params[pname], E_p.T)
-            obs_dims, extra, scale_w = None, {"total_size": [data.n_obs, None]}, data.n_obs / minibatch
         eta = offset[None, :] + pt.dot(beta, X.T)
         if lay.re_terms:
-            eta = eta + _random_effects(lay, data, locs, scales, Z)
-        if minibatch is not None:
+            eta = eta + _random_effects(lay, data, locs, scales, None if mb is None else mb["Z"])
+        observed, obs_dims, extra, scale_w = data.counts, ("gene", "obs"), {}, 1.0
+        if mb is not None:
             # A minibatch must be observed exactly as sliced (obs leading): the likelihood runs on (obs, gene).
             eta, columns = eta.T, {k: v.T for k, v in columns.items()}
+            observed, obs_dims = mb["counts"], None
+            extra, scale_w = {"total_size": [data.n_obs, None]}, data.n_obs / minibatch
         if data.weights is None:
             spec.likelihood.observe("counts", eta, columns, observed=observed, dims=obs_dims, **extra)
         else:
             # Weighted observations: each log-density term times its weight, as a potential.
-            if minibatch is None:
-                W = pm.Data("weights", data.weights, dims=("gene", "obs"))
+            W = pm.Data("weights", data.weights, dims=("gene", "obs")) if mb is None else mb["W"]
             dist = spec.likelihood.dist(eta, columns)
             pm.Potential("weighted_counts", scale_w * pt.sum(W * pm.logp(dist, observed)))
         spec.likelihood.deterministics(params, dims)
     return model
 
 
-def _minibatch(size: int, data: CountData, lay: Layout, random_seed):
-    """Jointly sliced random batches of the observation-indexed arrays (design, offset, counts, ...).
+def _minibatch(size: int, data: CountData, lay: Layout, E: dict, random_seed) -> dict:
+    """Jointly sliced random batches of the observation-indexed arrays, by name.
 
-    Counts and weights come back as (obs, gene).
+    ``X``, ``offset``, ``counts`` and ``W`` (both (obs, gene)), ``Z`` (random-effect
+    design) and ``E:<param>`` (gene-parameter designs) where the model has them.
     """
     from pytensor.graph.traversal import ancestors
     from pytensor.tensor.random.type import RandomGeneratorType
@@ -347,7 +346,6 @@ def _minibatch(size: int, data: CountData, lay: Layout, random_seed):
     if not 1 <= size < data.n_obs:
         raise InputError(f"minibatch={size} must be between 1 and the number of observations - 1 ({data.n_obs - 1}); "
                          "drop it for full-batch ADVI")
-    E = {k: v for k, v in param_design(lay, data).items() if v is not None}
     if data.counts.max(initial=0) >= 2**31:
         raise InputError("counts above 2**31 - 1 cannot be minibatched (PyMC observes integer batches as int32); "
                          "drop advi_minibatch")
@@ -357,20 +355,19 @@ def _minibatch(size: int, data: CountData, lay: Layout, random_seed):
         arrays["Z"] = data.design.random.matrix
     if data.weights is not None:
         arrays["W"] = data.weights.T
-    arrays.update({f"E:{k}": v for k, v in E.items()})
+    arrays.update({f"E:{k}": v for k, v in E.items() if v is not None})
     out = dict(zip(arrays, pm.Minibatch(*arrays.values(), batch_size=int(size))))
     # The batch stream is a shared generator in the graph: seed it so a fit can be repeated.
     for var in ancestors(list(out.values())):
         if isinstance(getattr(var, "type", None), RandomGeneratorType) and hasattr(var, "set_value"):
             var.set_value(np.random.default_rng(random_seed))
-    return (out["X"], out["offset"], out["counts"], out.get("Z"), out.get("W"),
-            {k: out[f"E:{k}"] for k in E})
+    return out
 
 
 def _random_effects(lay: Layout, data: CountData, locs, scales, Z=None):
     """Non-centred group-level effects with per-gene log scales; returns their (gene, obs) linear predictor."""
     G, T, K = data.n_genes, len(lay.re_terms), len(lay.names)
-    if Z is None or isinstance(Z, np.ndarray):
+    if Z is None:
         Z = pm.Data("re_design", data.design.random.matrix, dims=("obs", "re_coef"))
     loc = pt.stack([pt.broadcast_to(locs[K + t], (G,)) for t in range(T)], axis=1)
     scale = pt.stack([pt.broadcast_to(scales[K + t], (G,)) for t in range(T)], axis=1)
