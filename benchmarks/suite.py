@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +36,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_map_vs_pydeseq2 import (_maxrss_mib, _ours, _peer, run_isolated, source_hash,  # noqa: E402
                                    to_markdown, versions)
+from bench_nb_donor_vs_glmm import statsmodels_loop  # noqa: E402
 
 THRESH = 0.1
 DEFAULT_CASES = ["bulk:2000x12", "bulk:20000x12", "bulk:20000x48", "donor:100x2000"]
@@ -82,23 +82,10 @@ def _donor_ours(counts, samples, seed) -> dict:
 
 def _donor_peer(counts, samples, genes) -> dict:
     from scipy import stats
-    from statsmodels.genmod.bayes_mixed_glm import PoissonBayesMixedGLM
     from statsmodels.stats.multitest import multipletests
 
-    frame = samples.copy()
-    lib = counts.sum(axis=0).to_numpy(dtype=float)
-    frame["log_lib"] = np.log(lib / np.median(lib))
-    lfc, z = [], []
     t0 = time.perf_counter()
-    for g in genes:
-        frame["y"] = counts.loc[g].to_numpy()
-        model = PoissonBayesMixedGLM.from_formula("y ~ condition + log_lib", {"donor": "0 + C(donor)"}, frame)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            res = model.fit_vb()
-        k = list(model.exog_names).index("condition[T.B]")
-        lfc.append(res.fe_mean[k] / np.log(2))
-        z.append(res.fe_mean[k] / res.fe_sd[k])
+    lfc, z = statsmodels_loop(counts, samples, genes)
     seconds = time.perf_counter() - t0
     padj = multipletests(2 * stats.norm.sf(np.abs(z)), method="fdr_bh")[1]
     return {"time": seconds, "rss": _maxrss_mib(), "table": pd.DataFrame({"log2fc": lfc, "padj": padj}, index=genes)}
