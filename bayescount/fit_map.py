@@ -25,7 +25,6 @@ import pytensor
 import pytensor.tensor as pt
 from pytensor.graph.traversal import ancestors
 from scipy import optimize
-from scipy.special import logsumexp
 
 from ._linalg import cholesky, spd_inverse
 from .data import CountData
@@ -35,7 +34,7 @@ from .progress import progress_bar
 from .quadrature import (component_slots, conditional_block, dispersion_nodes, node_prior, scale_nodes,
                          scale_posterior, slot_covariance)
 from .spec import Spec
-from .stats import mixture_weights
+from .stats import logsumexp, mixture_weights
 
 log = logging.getLogger(__name__)
 
@@ -382,7 +381,7 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
         if pr.product_nodes:
             q = scale_posterior(table, pr.loc_d, pr.scale_d)
         u_sweep, pi_sweep = u.copy(), None if pi is None else pi.copy()
-        u, pi = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
+        u, pi, _ = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
         step = u - u_sweep
         if last_step is not None and hf.n_u and step @ last_step < -0.5 * (step @ step):
             # The fixed point is cycling (a hyperparameter the genes barely pin down): halve the step.
@@ -401,10 +400,15 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
 
 
 def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds=100):
-    """Alternate mixture weights (penalized ML) and the compiled criterion on a fixed node table."""
+    """Alternate mixture weights (penalized ML) and the compiled criterion on a fixed node table.
+
+    Returns ``(u, pi, slots)``; ``slots`` is :func:`component_slots`' output for
+    the table when the prior swap does not move with ``u`` (so the caller
+    need not recompute it), else None.
+    """
     mix = lay.mixture
     if not hf.n_u and mix is None:
-        return u, pi
+        return u, pi, None
     G = data.n_genes
     keep = (data.flags == "") & ok
     n_names = len(lay.names)
@@ -421,7 +425,8 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
             xhat[:, ks], s2[:, ks], mask[:, ks] = xs[:, cols], ss[:, cols], ms[:, cols]
     # The prior swap moves with u only through hyperparameter-driven block coordinates
     # (tau, the zero-inflation scale); without them it is computed once.
-    fixed_ratio = None if block_groups else component_slots(table, pr.component_precisions())[0]
+    slots = None if block_groups else component_slots(table, pr.component_precisions())
+    fixed_ratio = None if slots is None else slots[0]
     bounds = _bounds(lay, u)
     for _ in range(max_rounds):
         pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
@@ -450,7 +455,7 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
             u = res.x
         if change < hyper_tol:
             break
-    return u, pi
+    return u, pi, slots
 
 
 def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
@@ -462,13 +467,15 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
     rows = np.arange(G)
     pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
     wmode, wcov, table, ok, n_iter = _weak_fit(prob, data, lay, pr, q=q)
+    slots = None
     if refine:
         # The node tables of all genes are at hand: the hyperparameters (above all the
         # mixture weights, which a subset pins down poorly) use every gene.
-        u, pi = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
+        u, pi, slots = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
         pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
     comp_prec = pr.component_precisions()
-    log_ratio, mean = component_slots(table, comp_prec)
+    # The refinement's prior swap is reused when it did not depend on u (the same table and priors).
+    log_ratio, mean = slots if slots is not None else component_slots(table, comp_prec)
     C = log_ratio.shape[2]
     log_pi = np.zeros(1) if pi is None else np.log(np.maximum(pi, 1e-300))
     lp_d = node_prior(table, pr.loc_d, pr.scale_d)

@@ -288,7 +288,7 @@ class ScaleMixture:
 
     grid_min: float = 0.02
     grid_max: float = 4.0
-    n_grid: float = 10.0
+    n_grid: float = 16.0
     null_weight: float = 10.0
     kind: ClassVar[str] = "prior"
 

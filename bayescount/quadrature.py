@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numba
 import numpy as np
 
 from ._linalg import backward, cholesky, forward, spd_inverse
@@ -156,28 +157,88 @@ def component_slots(table: NodeTable, comp_prec):
     """
     G, N, P = table.b.shape
     C = comp_prec.shape[0]
-    loc_b, w_prec = table.loc_b, table.w_prec
-    r0 = np.einsum("gnab,gnb->gna", table.prec, table.b)
-    L0 = cholesky(table.prec)
-    logdet0 = 2.0 * np.sum(np.log(np.einsum("gnaa->gna", L0)), axis=-1)
-    quad0 = np.einsum("gna,gna->gn", table.b, r0)
     log_ratio = np.empty((G, N, C))
     mean = np.empty((G, N, C, P))
-    diag = np.arange(P)
-    for c in range(C):
-        delta = comp_prec[c] - w_prec  # (G, P), >= 0 where the component is narrower
-        Q = table.prec.copy()
-        Q[:, :, diag, diag] += delta[:, None, :]
-        r = r0 + (delta * loc_b)[:, None, :]
-        L = cholesky(Q)
-        y = forward(L, r)
-        logdet = 2.0 * np.sum(np.log(np.einsum("gnaa->gna", L)), axis=-1)
-        log_ratio[:, :, c] = (0.5 * np.sum(np.log(comp_prec[c] / w_prec), axis=1)[:, None]
-                              - 0.5 * logdet + 0.5 * logdet0
-                              + 0.5 * np.sum(y * y, axis=-1) - 0.5 * quad0
-                              - 0.5 * np.sum(delta * loc_b**2, axis=1)[:, None])
-        mean[:, :, c] = backward(L, y)
+    f = np.float64
+    _slots_kernel(np.ascontiguousarray(table.prec, f), np.ascontiguousarray(table.b, f),
+                  np.ascontiguousarray(table.loc_b, f), np.ascontiguousarray(table.w_prec, f),
+                  np.ascontiguousarray(comp_prec, f), log_ratio, mean)
     return log_ratio, mean
+
+
+@numba.njit(cache=True)
+def _slots_kernel(prec, b, loc_b, w_prec, comp_prec, log_ratio, mean):  # pragma: no cover - compiled
+    # One pass over (gene, node, component) with P x P Cholesky by hand: the blocks are
+    # 2 x 2 to ~6 x 6, where whole-stack numpy temporaries cost more than the arithmetic.
+    # A block that is not positive definite gives NaN (sqrt of a negative), as before.
+    G, N, P = b.shape
+    C = comp_prec.shape[0]
+    L = np.empty((P, P))
+    L0 = np.empty((P, P))
+    Q = np.empty((P, P))
+    r0 = np.empty(P)
+    r = np.empty(P)
+    y = np.empty(P)
+    const = np.empty(C)
+    for g in range(G):
+        for c in range(C):
+            acc = 0.0
+            for a in range(P):
+                delta = comp_prec[c, g, a] - w_prec[g, a]
+                acc += 0.5 * np.log(comp_prec[c, g, a] / w_prec[g, a]) - 0.5 * delta * loc_b[g, a] ** 2
+            const[c] = acc
+        for n in range(N):
+            quad0 = 0.0
+            for a in range(P):
+                acc = 0.0
+                for k in range(P):
+                    acc += prec[g, n, a, k] * b[g, n, k]
+                r0[a] = acc
+                quad0 += b[g, n, a] * acc
+            logdet0 = _chol(prec[g, n], L0)
+            for c in range(C):
+                for a in range(P):
+                    for k in range(P):
+                        Q[a, k] = prec[g, n, a, k]
+                    delta = comp_prec[c, g, a] - w_prec[g, a]
+                    Q[a, a] += delta
+                    r[a] = r0[a] + delta * loc_b[g, a]
+                logdet = _chol(Q, L)
+                yy = 0.0
+                for a in range(P):
+                    acc = r[a]
+                    for k in range(a):
+                        acc -= L[a, k] * y[k]
+                    y[a] = acc / L[a, a]
+                    yy += y[a] * y[a]
+                log_ratio[g, n, c] = const[c] - 0.5 * logdet + 0.5 * logdet0 + 0.5 * yy - 0.5 * quad0
+                for a in range(P - 1, -1, -1):
+                    acc = y[a]
+                    for k in range(a + 1, P):
+                        acc -= L[k, a] * mean[g, n, c, k]
+                    mean[g, n, c, a] = acc / L[a, a]
+
+
+@numba.njit(cache=True)
+def _chol(A, L):  # pragma: no cover - compiled
+    """Lower Cholesky factor of ``A`` into ``L``; returns log det A (NaN if not positive definite)."""
+    P = A.shape[0]
+    logdet = 0.0
+    for j in range(P):
+        s = A[j, j]
+        for k in range(j):
+            s -= L[j, k] * L[j, k]
+        d = np.sqrt(s) if s > 0.0 else np.nan
+        L[j, j] = d
+        logdet += 2.0 * np.log(d)
+        for i in range(j + 1, P):
+            acc = A[i, j]
+            for k in range(j):
+                acc -= L[i, k] * L[j, k]
+            L[i, j] = acc / d
+        for i in range(j):
+            L[i, j] = 0.0
+    return logdet
 
 
 def slot_covariance(table: NodeTable, comp_prec, node_of, comp_of):

@@ -102,7 +102,8 @@ class Fit:
         pandas.DataFrame
             ``gene, base_mean, log2fc, log2fc_sd, hdi_low, hdi_high, lfsr,
             svalue, dispersion, flag``; on the MAP path also ``pvalue`` and
-            ``padj`` (Wald from the Laplace approximation, BH-adjusted).
+            ``padj`` (Wald from the Laplace approximation, BH-adjusted; its
+            reference distribution: :meth:`wald_df`).
         """
         if not 0 < hdi_prob < 1:
             raise InputError(f"hdi_prob must be between 0 and 1, got {hdi_prob}")
@@ -139,15 +140,48 @@ class Fit:
         if self.has_group("laplace"):
             from scipy import stats
 
-            # Wald test on the near-MLE fit (coefficient prior widened), as DESeq2 tests the MLE.
+            # Wald test on the near-MLE fit (coefficient prior widened), as DESeq2 tests the MLE,
+            # but against a t reference where the dispersion is estimated (edgeR's QL logic).
             lap = self.idata["laplace"]
             est = lap["mle_mode"].values[:, :P] @ vec
             se = np.sqrt(np.einsum("i,gij,j->g", vec, lap["mle_cov"].values[:, :P, :P], vec))
-            out["pvalue"] = 2.0 * stats.norm.sf(np.abs(est) / se)
+            df = self.wald_df()
+            if np.isfinite(df):
+                # Only the dispersion's share of the variance (1/mu + alpha) is estimated; the
+                # Poisson share is known. Satterthwaite: the df grow as that share shrinks.
+                am = out["dispersion"].to_numpy() * out["base_mean"].to_numpy()
+                share = np.clip(am / (1.0 + am), 1e-6, 1.0)
+                df = df / share**2
+            out["pvalue"] = 2.0 * stats.t.sf(np.abs(est) / se, df)
             out["padj"] = bh_adjust(out["pvalue"].to_numpy())
         out.attrs["contrast"] = label
         out.attrs["hdi_prob"] = hdi_prob
         return out
+
+    def wald_df(self) -> float:
+        """Degrees of freedom of the dispersion estimate behind the Wald test; ``inf`` means none.
+
+        For a negative binomial with one dispersion per gene shrunk to a trend
+        (``nb_trend``): residual df ``n_obs - rank(X)`` plus the prior df that the
+        learned scatter ``sigma_d`` is worth (:func:`bayescount.stats.prior_df`,
+        limma's moment match), as edgeR's quasi-likelihood F-test counts them.
+        Gene ``g``'s p-value uses a t reference with ``wald_df() / s_g**2`` df,
+        where ``s_g = a / (1 + a)``, ``a = dispersion_g * base_mean_g``, is the
+        dispersion's share of the count variance (Satterthwaite: the Poisson share
+        is known). The normal reference (DESeq2's) put null p-values below 1e-4
+        ~9x too often at 6 vs 6. Other templates (Poisson, zero-inflated, random
+        effects, ``dispersion_by``) keep the normal.
+        """
+        from .parts import DispersionTrend, NegativeBinomial
+        from .stats import prior_df
+
+        plain = (type(self.spec.likelihood) is NegativeBinomial and isinstance(self.spec.dispersion, DispersionTrend)
+                 and not self.idata.attrs.get("dispersion_by") and getattr(self.spec, "random_effects", None) is None)
+        sigma = self.hyper.get("sigma_d")
+        if not plain or sigma is None or np.size(sigma) != 1:
+            return np.inf
+        X = self.idata["constant_data"]["design"].values
+        return float(X.shape[0] - np.linalg.matrix_rank(X) + prior_df(float(np.ravel(sigma)[0])))
 
     def _null_applies(self, vec) -> bool:
         """The LFC prior has a null component and the contrast involves slopes only."""

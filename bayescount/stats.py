@@ -27,6 +27,25 @@ def lfsr_from_draws(draws: np.ndarray, axis: int = 0, null_prob: np.ndarray | No
 
 
 
+def logsumexp(a: np.ndarray, axis) -> np.ndarray:
+    """``log(sum(exp(a)))`` along ``axis`` for real arrays, ``-inf`` where every term is ``-inf``.
+
+    A lean stand-in for :func:`scipy.special.logsumexp` (no weights, signs or
+    complex input), which costs several times more on the MAP path's
+    (gene, node, component) tables.
+
+    Examples
+    --------
+    >>> float(logsumexp(np.log(np.array([1.0, 2.0, 3.0])), axis=0)).__round__(6)
+    1.791759
+    """
+    m = np.max(a, axis=axis, keepdims=True)
+    m = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(divide="ignore"):
+        out = np.log(np.sum(np.exp(a - m), axis=axis, keepdims=True)) + m
+    return np.squeeze(out, axis=axis)
+
+
 def svalue(lfsr: np.ndarray) -> np.ndarray:
     """s-values (Stephens 2017): the mean lfsr of all genes at least as significant.
 
@@ -52,6 +71,29 @@ def hdi_from_draws(draws: np.ndarray, prob: float) -> tuple[np.ndarray, np.ndarr
     out = array_stats.hdi(np.moveaxis(draws, 0, -1), prob=prob, axis=-1)
     return out[..., 0], out[..., 1]
 
+
+
+def prior_df(sigma: float) -> float:
+    """Prior degrees of freedom equivalent to a log-normal scatter ``sigma`` of variances.
+
+    ``log(s^2)`` of a scaled chi-square with ``d`` degrees of freedom has
+    variance ``trigamma(d / 2)`` (limma's moment match), so a log-dispersion
+    prior of sd ``sigma`` counts as ``d`` with ``trigamma(d / 2) = sigma^2``
+    extra observations of the variance.
+
+    Examples
+    --------
+    >>> round(prior_df(0.5), 2)
+    8.96
+    """
+    from scipy import optimize, special
+
+    if not np.isfinite(sigma) or sigma <= 0:
+        return np.inf
+    f = lambda logd: float(special.polygamma(1, np.exp(logd) / 2.0)) - sigma**2  # noqa: E731
+    if f(np.log(1e8)) > 0:  # a scatter this small is a known dispersion
+        return np.inf
+    return float(np.exp(optimize.brentq(f, np.log(1e-8), np.log(1e8), xtol=1e-10)))
 
 
 def bh_adjust(pvalues: np.ndarray) -> np.ndarray:
