@@ -145,8 +145,8 @@ class Fit:
             lap = self.idata["laplace"]
             est = lap["mle_mode"].values[:, :P] @ vec
             se = np.sqrt(np.einsum("i,gij,j->g", vec, lap["mle_cov"].values[:, :P, :P], vec))
-            df = self.wald_df()
-            if np.isfinite(df):
+            df = np.asarray(self.wald_df(), dtype=float)  # scalar, or per gene with weights
+            if np.isfinite(df).all():
                 # Only the dispersion's share of the variance (1/mu + alpha) is estimated; the
                 # Poisson share is known. Satterthwaite: the df grow as that share shrinks.
                 am = out["dispersion"].to_numpy() * out["base_mean"].to_numpy()
@@ -158,8 +158,11 @@ class Fit:
         out.attrs["hdi_prob"] = hdi_prob
         return out
 
-    def wald_df(self) -> float:
+    def wald_df(self):
         """Degrees of freedom of the dispersion estimate behind the Wald test; ``inf`` means none.
+
+        A float, or one value per gene when observation weights are set (the
+        residual df count the weights, so a weight of 2 is the sample twice).
 
         For a negative binomial with one dispersion per gene shrunk to a trend
         (``nb_trend``): residual df ``n_obs - rank(X)`` plus the prior df that the
@@ -180,8 +183,11 @@ class Fit:
         sigma = self.hyper.get("sigma_d")
         if not plain or sigma is None or np.size(sigma) != 1:
             return np.inf
-        X = self.idata["constant_data"]["design"].values
-        return float(X.shape[0] - np.linalg.matrix_rank(X) + prior_df(float(np.ravel(sigma)[0])))
+        cd = self.idata["constant_data"]
+        X = cd["design"].values
+        # With observation weights a weight of 2 is the sample twice: the df count weights.
+        n_obs = cd["weights"].values.sum(axis=1) if "weights" in cd else X.shape[0]
+        return n_obs - np.linalg.matrix_rank(X) + prior_df(float(np.ravel(sigma)[0]))
 
     def _null_applies(self, vec) -> bool:
         """The LFC prior has a null component and the contrast involves slopes only."""
