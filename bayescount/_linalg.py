@@ -6,6 +6,7 @@ the few entries with whole-stack arithmetic does not.
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 
 
@@ -48,3 +49,27 @@ def spd_inverse(A):
     eye = np.broadcast_to(np.eye(n), A.shape)
     cols = [backward(L, forward(L, eye[..., :, j])) for j in range(n)]
     return np.stack(cols, axis=-1)
+
+
+@numba.njit(cache=True)
+def chol_into(A, L):  # pragma: no cover - compiled
+    """Lower Cholesky factor of one small SPD matrix ``A`` into ``L`` (upper triangle left as is).
+
+    Returns ``log det A``; NaN where ``A`` is not positive definite. For
+    compiled kernels that loop over the blocks themselves.
+    """
+    P = A.shape[0]
+    logdet = 0.0
+    for j in range(P):
+        s = A[j, j]
+        for k in range(j):
+            s -= L[j, k] * L[j, k]
+        d = np.sqrt(s) if s > 0.0 else np.nan
+        L[j, j] = d
+        logdet += 2.0 * np.log(d)
+        for i in range(j + 1, P):
+            acc = A[i, j]
+            for k in range(j):
+                acc -= L[i, k] * L[j, k]
+            L[i, j] = acc / d
+    return logdet

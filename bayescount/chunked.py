@@ -172,7 +172,7 @@ def chunk_result(part: CountData, spec_json: str, u, pi, seed: int, vec, hdi_pro
     import xarray as xr
 
     from .fit import _constant_data, _map_tree
-    from .fit_map import _fit_genes, _hyper_functions, _unpack_u
+    from .fit_map import _fit_genes, _hyper_functions
     from .model import layout
     from .newton import GeneProblem
     from .result import Fit
@@ -182,10 +182,6 @@ def chunk_result(part: CountData, spec_json: str, u, pi, seed: int, vec, hdi_pro
     lay = layout(spec, part)
     hf = _hyper_functions(spec, lay)
     state, _, _ = _fit_genes(GeneProblem(spec, part, lay), part, lay, hf, u, pi, 2e-3, refine=False)
-    # The chunk's tree carries the shared hyperparameters, as a whole fit's does (the Wald df needs sigma_d).
-    state.hyper = _unpack_u(lay, u)
-    if pi is not None:
-        state.hyper["pi"] = np.asarray(pi)
     tree = _map_tree(state, part, lay, 2, seed, False, spec)
     tree.attrs.update({"method": "map", "spec": spec_json, "spec_hash": spec.hash, "random_seed": seed,
                        "design": part.design.formula, "sample_columns": json.dumps(list(part.samples.columns)),

@@ -220,7 +220,6 @@ def fit_map(
     prob = prob_sub if sub is data else GeneProblem(spec, data, lay)
     t_compile = time.perf_counter() - t0
     t1 = time.perf_counter()
-    mix = lay.mixture
     with progress_bar(progress, "MAP sweeps", total=max_sweeps + 1) as bar:
         u, pi, sweeps, q = _estimate_hyper(prob_sub, sub, lay, hf, max_sweeps, hyper_tol, bar)
         state, u, pi = _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine=sub is not data,
@@ -231,9 +230,6 @@ def fit_map(
     if (~state.converged).any():
         log.warning("%d genes did not converge on the MAP path; they are flagged 'map_not_converged'",
                     int((~state.converged).sum()))
-    state.hyper = _unpack_u(lay, u)
-    if mix is not None:
-        state.hyper["pi"] = pi
     state.n_sweeps = sweeps
     state.timings = {"compile_seconds": t_compile, "kernel_compile_seconds": prob.compile_seconds,
                      "solve_seconds": time.perf_counter() - t1, "hyper_genes": int(sub.n_genes)}
@@ -461,7 +457,7 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
 def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
     """Every gene's posterior; with ``refine`` the hyperparameters first take a last step on all genes.
 
-    Returns the MapState and the final ``(u, pi)``.
+    Returns the MapState (its ``hyper`` set from them) and the final ``(u, pi)``.
     """
     G = data.n_genes
     rows = np.arange(G)
@@ -531,7 +527,8 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
         map_cov[r], pd_ok = laplace_cov(H)
         conv_map[r] = conv[r] & pd_ok
     state = MapState(mode=modes, cov=covs, weights=weights, prior_component=comp_of,
-                     map_mode=map_mode, map_cov=map_cov, mle_mode=wmode, mle_cov=mle_cov, hyper={},
+                     map_mode=map_mode, map_cov=map_cov, mle_mode=wmode, mle_cov=mle_cov,
+                     hyper={**_unpack_u(lay, u), **({} if pi is None else {"pi": np.asarray(pi)})},
                      converged=ok & conv_map, n_iter=n_iter, loglik=prob.loglik(map_mode, rows),
                      log_evidence=np.where(ok, log_evidence, np.nan), names=lay.names,
                      re_log_sd=re_log_sd)

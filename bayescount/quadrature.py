@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ._linalg import backward, cholesky, forward, spd_inverse
+from ._linalg import backward, chol_into, cholesky, forward, spd_inverse
 from .newton import MAX_STEP
 
 N_NODES = 7
@@ -195,7 +195,7 @@ def _slots_kernel(prec, b, loc_b, w_prec, comp_prec, log_ratio, mean):  # pragma
                     acc += prec[g, n, a, k] * b[g, n, k]
                 r0[a] = acc
                 quad0 += b[g, n, a] * acc
-            logdet0 = _chol(prec[g, n], L0)
+            logdet0 = chol_into(prec[g, n], L0)
             for c in range(C):
                 for a in range(P):
                     for k in range(P):
@@ -203,7 +203,7 @@ def _slots_kernel(prec, b, loc_b, w_prec, comp_prec, log_ratio, mean):  # pragma
                     delta = comp_prec[c, g, a] - w_prec[g, a]
                     Q[a, a] += delta
                     r[a] = r0[a] + delta * loc_b[g, a]
-                logdet = _chol(Q, L)
+                logdet = chol_into(Q, L)
                 yy = 0.0
                 for a in range(P):
                     acc = r[a]
@@ -217,28 +217,6 @@ def _slots_kernel(prec, b, loc_b, w_prec, comp_prec, log_ratio, mean):  # pragma
                     for k in range(a + 1, P):
                         acc -= L[k, a] * mean[g, n, c, k]
                     mean[g, n, c, a] = acc / L[a, a]
-
-
-@numba.njit(cache=True)
-def _chol(A, L):  # pragma: no cover - compiled
-    """Lower Cholesky factor of ``A`` into ``L``; returns log det A (NaN if not positive definite)."""
-    P = A.shape[0]
-    logdet = 0.0
-    for j in range(P):
-        s = A[j, j]
-        for k in range(j):
-            s -= L[j, k] * L[j, k]
-        d = np.sqrt(s) if s > 0.0 else np.nan
-        L[j, j] = d
-        logdet += 2.0 * np.log(d)
-        for i in range(j + 1, P):
-            acc = A[i, j]
-            for k in range(j):
-                acc -= L[i, k] * L[j, k]
-            L[i, j] = acc / d
-        for i in range(j):
-            L[i, j] = 0.0
-    return logdet
 
 
 def slot_covariance(table: NodeTable, comp_prec, node_of, comp_of):

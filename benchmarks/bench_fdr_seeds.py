@@ -17,13 +17,15 @@ Usage
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
-import numpy as np
 
 import bayescount as bc
 
-THRESH = 0.1
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_map_vs_pydeseq2 import calls  # noqa: E402  (the same scoring as every benchmark)
 
 
 def score(seed: int, genes: int, per_group: int) -> dict:
@@ -32,18 +34,15 @@ def score(seed: int, genes: int, per_group: int) -> dict:
     res = bc.fit(sim.data, method="map", random_seed=1)
     table = res.lfc(["group", "B", "A"])
     seconds = time.perf_counter() - t0
-    truth = sim.truth.loc[table.gene]
-    right = truth.is_de.to_numpy() & (np.sign(table.log2fc.to_numpy()) == np.sign(truth.true_log2fc.to_numpy()))
-    n_de = int(truth.is_de.sum())
+    tab = table.set_index("gene")
+    truth = sim.truth.loc[tab.index]
     null = ~truth.is_de.to_numpy()
     out = {"seed": seed, "seconds": round(seconds, 2), "pi0": float(res.hyper["pi"][0]), "null_fraction": null.mean()}
-    for rule, called in (("svalue", table.svalue.to_numpy() < THRESH), ("padj", table.padj.to_numpy() < THRESH)):
-        n = int(called.sum())
-        out[f"{rule}_calls"] = n
-        out[f"{rule}_FDR"] = 1 - right[called].mean() if n else np.nan
-        out[f"{rule}_power"] = right[called].sum() / n_de
-    out["expected_FDR"] = float(table.lfsr.to_numpy()[table.svalue.to_numpy() < THRESH].mean())
-    p = table.pvalue.to_numpy()[null]
+    for rule in ("svalue", "padj"):
+        scored = calls(tab["log2fc"], tab[rule], truth)
+        out[f"{rule}_calls"], out[f"{rule}_FDR"], out[f"{rule}_power"] = scored["calls"], scored["FDR"], scored["power"]
+    out["expected_FDR"] = float(tab.lfsr[tab.svalue < 0.1].mean())
+    p = tab.pvalue.to_numpy()[null]
     for q in (0.05, 0.01, 1e-3, 1e-4):
         out[f"null_p<{q:g}_x_nominal"] = (p < q).mean() / q
     return out
