@@ -21,7 +21,6 @@ import sys
 import time
 from pathlib import Path
 
-
 import bayescount as bc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
