@@ -320,7 +320,7 @@ def _weak_fit(prob, data, lay, pr: _Priors, start=None, q=None):
     # Group-level effects: the joint fit puts their prior sd at the scales' prior median.
     jscale = pr.with_re_scale(pr.wscale, pr.loc_d) if pr.has_re else pr.wscale
     theta, conv, n_iter = newton(prob, theta0, pr.loc, jscale)
-    _, _, H = prob.derivs(theta, rows, pr.loc, jscale)
+    _, _, H = prob.derivs(theta, rows, pr.loc, jscale, need_ll=False)
     cov, pd_ok = laplace_cov(H)
     if pr.product_nodes:
         # Random-effect scales (and the log-dispersions): nodes first spread over the scales' prior
@@ -522,7 +522,7 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
             sc = pr.with_re_scale(sc, post_log_sd)
         th, conv, more = newton(prob, start.copy(), pr.loc, sc, rows=r)
         n_iter += more
-        _, _, H = prob.derivs(th[r], r, pr.loc, sc)
+        _, _, H = prob.derivs(th[r], r, pr.loc, sc, need_ll=False)
         map_mode[r] = th[r]
         map_cov[r], pd_ok = laplace_cov(H)
         conv_map[r] = conv[r] & pd_ok

@@ -26,14 +26,16 @@ _LIK_CACHE: dict = {}
 MAX_STEP = 5.0
 INFO_FRACTION = 0.05
 
-def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None):
+def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None, logp: bool = True):
     """Compile ``(y, eta, *gene_params) -> (logp, d1..., d2...)`` elementwise.
 
     ``inputs`` picks the differentiated inputs (0: ``eta``, ``1 + q``: gene
     parameter ``q``; default all), so a fit with the log-dispersion held at a
-    quadrature node does not pay for its digamma and trigamma terms.
+    quadrature node does not pay for its digamma and trigamma terms; without
+    ``logp`` the kernel returns the derivatives only (a Newton step that does
+    not need the log-likelihood then skips its log-gamma terms).
     """
-    key = (repr(lik), inputs)
+    key = (repr(lik), inputs, logp)
     if key in _LIK_CACHE:
         # Already compiled in this process: nothing was compiled for this call.
         return _LIK_CACHE[key][:-1] + (0.0,)
@@ -41,7 +43,7 @@ def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None):
     y = pt.dmatrix("y")
     eta = pt.dmatrix("eta")
     ps = [pt.dmatrix(n) for n in lik.gene_params]
-    lp = pm.logp(lik.dist(eta, dict(zip(lik.gene_params, ps))), y)
+    lp = lik.kernel_logp(y, eta, dict(zip(lik.gene_params, ps)))
     every = [eta, *ps]
     wrt = every if inputs is None else [every[i] for i in inputs]
     # Some pairs are disconnected (a hurdle's zero part ignores eta): their derivatives are zero.
@@ -57,10 +59,11 @@ def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None):
     level = rewrite_log.level
     rewrite_log.setLevel(logging.CRITICAL)
     try:
-        full = pytensor.function([y, eta, *ps], [lp, *d1, *d2], mode="NUMBA", on_unused_input="ignore")
+        outputs = [lp, *d1, *d2] if logp else [*d1, *d2]
+        full = pytensor.function([y, eta, *ps], outputs, mode="NUMBA", on_unused_input="ignore")
     finally:
         rewrite_log.setLevel(level)
-    if inputs is not None:
+    if inputs is not None or not logp:
         _LIK_CACHE[key] = (full, time.perf_counter() - t0)
         return _LIK_CACHE[key]
     value = pytensor.function([y, eta, *ps], lp.sum(axis=1), mode="NUMBA")
@@ -121,30 +124,33 @@ class GeneProblem:
             return np.einsum("gn,na,nb->gab", h, A, B, optimize=True)
         return (h @ outer).reshape(h.shape[0], A.shape[1], B.shape[1])
 
-    def _kernel(self, inputs):
-        if inputs is None:
+    def _kernel(self, inputs, logp):
+        if inputs is None and logp:
             return self.full
-        if inputs not in self._partial:
-            fn, seconds = likelihood_kernel(self.lik, inputs)
-            self._partial[inputs] = fn
+        if (inputs, logp) not in self._partial:
+            fn, seconds = likelihood_kernel(self.lik, inputs, logp)
+            self._partial[inputs, logp] = fn
             self.compile_seconds += seconds
-        return self._partial[inputs]
+        return self._partial[inputs, logp]
 
-    def derivs(self, theta, rows, loc, scale, held=()):
+    def derivs(self, theta, rows, loc, scale, held=(), need_ll=True):
         """Log-likelihood, gradient and Hessian of the log posterior at ``theta`` (``rows``).
 
         ``held`` lists gene parameters (indices into ``lik.gene_params``) held
         fixed by the caller: their gradient entries and Hessian rows are left at
         zero (prior terms aside) and the kernel skips their derivatives.
+        Without ``need_ll`` the log-likelihood is not computed (None).
         """
         P, Q, X = self.P, self.Q, self.X
         inputs = tuple(i for i in range(1 + Q) if i - 1 not in held)
         eta, params = self._eta_params(theta, rows)
-        out = self._kernel(None if len(inputs) == 1 + Q else inputs)(self.y[rows], eta, *params)
+        out = list(self._kernel(None if len(inputs) == 1 + Q else inputs, need_ll)(self.y[rows], eta, *params))
+        if not need_ll:
+            out.insert(0, None)
         if self.w is not None:
             # Observation weights scale each term of the log-likelihood and its derivatives.
             w = self.w[rows]
-            out = [o * w for o in out]
+            out = [None if o is None else o * w for o in out]
         n_in = len(inputs)
         lp, d1, d2 = out[0], dict(zip(inputs, out[1 : 1 + n_in])), out[1 + n_in :]
         G = len(rows)
@@ -176,7 +182,7 @@ class GeneProblem:
         prec = 1.0 / scale[rows] ** 2
         g -= (theta - loc[rows]) * prec
         H[:, np.arange(self.K), np.arange(self.K)] -= prec
-        return lp.sum(axis=1), g, H
+        return (None if lp is None else lp.sum(axis=1)), g, H
 
 
 def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=None):
@@ -185,20 +191,25 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
     converged = np.zeros(G, dtype=bool)
     n_iter = np.zeros(G, dtype=int)
     active = np.arange(G) if rows is None else np.asarray(rows, dtype=int)
-    for _ in range(max_iter):
+    # Log posterior at the current point: the line search's value after the first step,
+    # so later steps need only the derivatives.
+    f_cur = np.full(G, np.nan)
+    for it in range(max_iter):
         if active.size == 0:
             break
         th = theta[active]
-        ll, g, H = prob.derivs(th, active, loc, scale)
-        finite = np.isfinite(ll) & np.all(np.isfinite(g), axis=1) & np.all(np.isfinite(H), axis=(1, 2))
+        ll, g, H = prob.derivs(th, active, loc, scale, need_ll=it == 0)
+        if it == 0:
+            z0 = (th - loc[active]) / scale[active]
+            f_cur[active] = ll - 0.5 * np.sum(z0 * z0, axis=1)
+        f0 = f_cur[active]
+        finite = np.isfinite(f0) & np.all(np.isfinite(g), axis=1) & np.all(np.isfinite(H), axis=(1, 2))
         if not finite.all():
             # A gene whose derivatives overflow stops where it is and stays unconverged.
             n_iter[active[~finite]] += 1
-            active, th, ll, g, H = active[finite], th[finite], ll[finite], g[finite], H[finite]
+            active, th, f0, g, H = active[finite], th[finite], f0[finite], g[finite], H[finite]
             if active.size == 0:
                 break
-        z0 = (th - loc[active]) / scale[active]
-        f0 = ll - 0.5 * np.sum(z0 * z0, axis=1)
         A = -H
         with np.errstate(invalid="ignore", divide="ignore"):
             L = cholesky(A)
@@ -222,6 +233,7 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
             f1 = prob.logpost(cand, active[todo], loc, scale)
             ok = np.isfinite(f1) & (f1 >= f0[todo] + 1e-4 * t[todo] * decrement[todo] - 1e-12 * np.abs(f0[todo]))
             new[todo[ok]] = cand[ok]
+            f_cur[active[todo[ok]]] = f1[ok]
             accepted[todo[ok]] = True
             todo = todo[~ok]
             if todo.size == 0:

@@ -72,7 +72,7 @@ def _node_fit(prob, th, rows, loc, scale, cond, n_steps):
     # Gene parameters entirely outside the block sit at the node: their derivatives are not needed.
     held = tuple(q for q, c in enumerate(prob.cols) if not np.isin(c, cond).any())
     for s in range(n_steps):
-        ll, g, H = prob.derivs(th, rows, loc, scale, held=held)
+        ll, g, H = prob.derivs(th, rows, loc, scale, held=held, need_ll=s == n_steps - 1)
         A = -H[block]
         with np.errstate(invalid="ignore", divide="ignore"):
             L = cholesky(A)
