@@ -44,11 +44,38 @@ def backward(L, y):
 
 
 def spd_inverse(A):
-    L = cholesky(A)
+    """Inverses of a stack of small SPD matrices (NaN where one is not positive definite)."""
     n = A.shape[-1]
-    eye = np.broadcast_to(np.eye(n), A.shape)
-    cols = [backward(L, forward(L, eye[..., :, j])) for j in range(n)]
-    return np.stack(cols, axis=-1)
+    flat = np.ascontiguousarray(A, dtype=np.float64).reshape(-1, n, n)
+    out = np.empty_like(flat)
+    _spd_inverse_kernel(flat, out)
+    return out.reshape(A.shape)
+
+
+@numba.njit(cache=True)
+def _spd_inverse_kernel(A, out):  # pragma: no cover - compiled
+    # Per matrix: Cholesky, L^-1 by forward substitution, then L^-T L^-1.
+    M, P = A.shape[0], A.shape[1]
+    L = np.zeros((P, P))
+    Li = np.zeros((P, P))
+    for m in range(M):
+        chol_into(A[m], L)
+        for j in range(P):
+            for i in range(P):
+                if i < j:
+                    Li[i, j] = 0.0
+                    continue
+                acc = 1.0 if i == j else 0.0
+                for k in range(j, i):
+                    acc -= L[i, k] * Li[k, j]
+                Li[i, j] = acc / L[i, i]
+        for i in range(P):
+            for j in range(i + 1):
+                acc = 0.0
+                for k in range(i, P):
+                    acc += Li[k, i] * Li[k, j]
+                out[m, i, j] = acc
+                out[m, j, i] = acc
 
 
 @numba.njit(cache=True)
