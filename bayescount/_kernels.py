@@ -36,32 +36,38 @@ LARGE_R = 1e4
 
 
 @numba_basic.numba_njit
-def _trigamma(x):
-    # Recurrence up to x >= 10, then the asymptotic series (|rel err| < 1e-12).
-    if x <= 0.0:
-        return math.nan
+def _recurrence(x, bound, power):
+    # Shift x up to ``bound`` with psi's recurrence: sum of 1 / z**power over the steps, and the end z.
     acc = 0.0
     z = x
-    while z < 10.0:
-        acc += 1.0 / (z * z)
+    while z < bound:
+        acc += 1.0 / z if power == 1 else 1.0 / (z * z)
         z += 1.0
+    return acc, z
+
+
+@numba_basic.numba_njit
+def _polygamma01(x, order):
+    # digamma (order 0) or trigamma (order 1): psi's recurrence up to x >= 6 (10), then the
+    # asymptotic series (|err| < 1e-12 for x > 0).
+    if x <= 0.0:
+        return math.nan
+    acc, z = _recurrence(x, 6.0 if order == 0 else 10.0, order + 1)
     w = 1.0 / (z * z)
+    if order == 0:
+        return -acc + math.log(z) - 0.5 / z - w * (1.0 / 12.0 - w * (1.0 / 120.0 - w * (1.0 / 252.0 - w * (1.0 / 240.0 - w / 132.0))))
     tail = (w / z) * (1.0 / 6.0 + w * (-1.0 / 30.0 + w * (1.0 / 42.0 + w * (-1.0 / 30.0 + w * 5.0 / 66.0))))
     return acc + 1.0 / z + 0.5 * w + tail
 
 
 @numba_basic.numba_njit
 def _digamma(x):
-    # Recurrence up to x >= 6, then the asymptotic series (|abs err| < 1e-13 for x > 0).
-    if x <= 0.0:
-        return math.nan
-    acc = 0.0
-    z = x
-    while z < 6.0:
-        acc -= 1.0 / z
-        z += 1.0
-    w = 1.0 / (z * z)
-    return acc + math.log(z) - 0.5 / z - w * (1.0 / 12.0 - w * (1.0 / 120.0 - w * (1.0 / 252.0 - w * (1.0 / 240.0 - w / 132.0))))
+    return _polygamma01(x, 0)
+
+
+@numba_basic.numba_njit
+def _trigamma(x):
+    return _polygamma01(x, 1)
 
 
 @register_scalar_funcify(TriGamma)
@@ -70,7 +76,7 @@ def _numba_funcify_trigamma(op, node, **kwargs):
     def trigamma(x):
         return _trigamma(x)
 
-    return trigamma, scalar_op_cache_key(op, cache_version="bayescount.trigamma.v2")
+    return trigamma, scalar_op_cache_key(op, cache_version="bayescount.trigamma.v4")
 
 
 #: The same functions in C: pytensor fuses elementwise ops into one loop only when each
@@ -169,6 +175,14 @@ class _Rising(BinaryScalarOp):
     def c_code_cache_version(self):
         return (2,)
 
+    def pullback(self, inputs, outputs, grads):
+        y, r = inputs
+        (gz,) = grads
+        # d/dr of each op is the next one; the NB kernels need no third derivative.
+        if type(self) not in _DERIVATIVE:
+            raise NotImplementedError(f"{type(self).__name__} has no derivative here")
+        return [grad_undefined(self, 0, y, "counts are data"), gz * _DERIVATIVE[type(self)](y, r)]
+
 
 class LogRising(_Rising):
     """``lgamma(y + r) - lgamma(r)`` (the log rising factorial for integer ``y``)."""
@@ -178,11 +192,6 @@ class LogRising(_Rising):
     def impl(self, y, r):
         return special.gammaln(y + r) - special.gammaln(r)
 
-    def pullback(self, inputs, outputs, grads):
-        y, r = inputs
-        (gz,) = grads
-        return [grad_undefined(self, 0, y, "counts are data"), gz * _digamma_rising(y, r)]
-
 
 class DigammaRising(_Rising):
     """``digamma(y + r) - digamma(r)``: the derivative of :class:`LogRising` in ``r``."""
@@ -191,11 +200,6 @@ class DigammaRising(_Rising):
 
     def impl(self, y, r):
         return special.digamma(y + r) - special.digamma(r)
-
-    def pullback(self, inputs, outputs, grads):
-        y, r = inputs
-        (gz,) = grads
-        return [grad_undefined(self, 0, y, "counts are data"), gz * _trigamma_rising(y, r)]
 
 
 class TrigammaRising(_Rising):
@@ -209,63 +213,63 @@ class TrigammaRising(_Rising):
 
 _digamma_rising = DigammaRising(upgrade_to_float, name="digamma_rising")
 _trigamma_rising = TrigammaRising(upgrade_to_float, name="trigamma_rising")
+_DERIVATIVE = {LogRising: _digamma_rising, DigammaRising: _trigamma_rising}
 log_rising = Elemwise(LogRising(upgrade_to_float, name="log_rising"))
 digamma_rising = Elemwise(_digamma_rising)
 trigamma_rising = Elemwise(_trigamma_rising)
 
 
-@register_scalar_funcify(LogRising)
-def _numba_log_rising(op, node, **kwargs):
-    @numba_basic.numba_njit
-    def log_rising_(y, r):
-        if y == 0.0:
-            return 0.0
-        if y <= SHORT and y == math.floor(y) and r < _PROD_MAX_R:
-            prod = r
-            for j in range(1, int(y)):
-                prod *= r + j
-            return math.log(prod)
-        if r >= LARGE_R:
-            x = y + r
-            return (y * math.log(r) + (x - 0.5) * math.log1p(y / r) - y - y / (12.0 * r * x)
-                    - (1.0 / (x * x * x) - 1.0 / (r * r * r)) / 360.0)
-        return math.lgamma(y + r) - math.lgamma(r)
-
-    return log_rising_, scalar_op_cache_key(op, cache_version="bayescount.log_rising.v2")
+@numba_basic.numba_njit
+def _log_rising_nb(y, r):
+    if y == 0.0:
+        return 0.0
+    if y <= SHORT and y == math.floor(y) and r < _PROD_MAX_R:
+        prod = r
+        for j in range(1, int(y)):
+            prod *= r + j
+        return math.log(prod)
+    if r >= LARGE_R:
+        x = y + r
+        return (y * math.log(r) + (x - 0.5) * math.log1p(y / r) - y - y / (12.0 * r * x)
+                - (1.0 / (x * x * x) - 1.0 / (r * r * r)) / 360.0)
+    return math.lgamma(y + r) - math.lgamma(r)
 
 
-@register_scalar_funcify(DigammaRising)
-def _numba_digamma_rising(op, node, **kwargs):
-    @numba_basic.numba_njit
-    def digamma_rising_(y, r):
-        if y <= SHORT and y == math.floor(y):
-            acc = 0.0
-            for j in range(int(y)):
-                acc += 1.0 / (r + j)
-            return acc
-        if r >= LARGE_R:
-            x = y + r
-            return (math.log1p(y / r) + 0.5 * y / (r * x) - (1.0 / (x * x) - 1.0 / (r * r)) / 12.0
-                    + (1.0 / (x * x * x * x) - 1.0 / (r * r * r * r)) / 120.0)
-        return _digamma(y + r) - _digamma(r)
-
-    return digamma_rising_, scalar_op_cache_key(op, cache_version="bayescount.digamma_rising.v2")
+@numba_basic.numba_njit
+def _digamma_rising_nb(y, r):
+    if y <= SHORT and y == math.floor(y):
+        acc = 0.0
+        for j in range(int(y)):
+            acc += 1.0 / (r + j)
+        return acc
+    if r >= LARGE_R:
+        x = y + r
+        return (math.log1p(y / r) + 0.5 * y / (r * x) - (1.0 / (x * x) - 1.0 / (r * r)) / 12.0
+                + (1.0 / (x * x * x * x) - 1.0 / (r * r * r * r)) / 120.0)
+    return _digamma(y + r) - _digamma(r)
 
 
-@register_scalar_funcify(TrigammaRising)
-def _numba_trigamma_rising(op, node, **kwargs):
-    @numba_basic.numba_njit
-    def trigamma_rising_(y, r):
-        if y <= SHORT and y == math.floor(y):
-            acc = 0.0
-            for j in range(int(y)):
-                z = r + j
-                acc -= 1.0 / (z * z)
-            return acc
-        if r >= LARGE_R:
-            x = y + r
-            return (-y / (r * x) + 0.5 * (1.0 / (x * x) - 1.0 / (r * r)) + (1.0 / (x * x * x) - 1.0 / (r * r * r)) / 6.0
-                    - (1.0 / (x * x * x * x * x) - 1.0 / (r * r * r * r * r)) / 30.0)
-        return _trigamma(y + r) - _trigamma(r)
+@numba_basic.numba_njit
+def _trigamma_rising_nb(y, r):
+    if y <= SHORT and y == math.floor(y):
+        acc = 0.0
+        for j in range(int(y)):
+            z = r + j
+            acc -= 1.0 / (z * z)
+        return acc
+    if r >= LARGE_R:
+        x = y + r
+        return (-y / (r * x) + 0.5 * (1.0 / (x * x) - 1.0 / (r * r)) + (1.0 / (x * x * x) - 1.0 / (r * r * r)) / 6.0
+                - (1.0 / (x * x * x * x * x) - 1.0 / (r * r * r * r * r)) / 30.0)
+    return _trigamma(y + r) - _trigamma(r)
 
-    return trigamma_rising_, scalar_op_cache_key(op, cache_version="bayescount.trigamma_rising.v2")
+
+def _lowering(fn, name):
+    def funcify(op, node, **kwargs):
+        return fn, scalar_op_cache_key(op, cache_version=f"bayescount.{name}.v5")
+
+    return funcify
+
+
+for _op, _fn in ((LogRising, _log_rising_nb), (DigammaRising, _digamma_rising_nb), (TrigammaRising, _trigamma_rising_nb)):
+    register_scalar_funcify(_op)(_lowering(_fn, _op.__name__))
