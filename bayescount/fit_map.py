@@ -385,7 +385,7 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
         if pr.product_nodes:
             q = scale_posterior(table, pr.loc_d, pr.scale_d)
         u_sweep, pi_sweep = u.copy(), None if pi is None else pi.copy()
-        u, pi, _, gain = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
+        u, pi, _ = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
         step = u - u_sweep
         if last_step is not None and hf.n_u and step @ last_step < -0.5 * (step @ step):
             # The fixed point is cycling (a hyperparameter the genes barely pin down): halve the step.
@@ -397,7 +397,7 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
         moved = _moved(lay, u_sweep, u) if hf.n_u else 0.0
         if pi is not None:
             moved = max(moved, np.max(np.abs(pi - pi_sweep)))
-        log.debug("sweep %d: hyper %s pi %s (moved %.2e, gain %.3g)", sweeps, _unpack_u(lay, u), pi, moved, gain)
+        log.debug("sweep %d: hyper %s pi %s (moved %.2e)", sweeps, _unpack_u(lay, u), pi, moved)
         if moved < SWEEP_TOL:
             break
     return u, pi, sweeps, q
@@ -406,14 +406,13 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
 def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds=100):
     """Alternate mixture weights (penalized ML) and the compiled criterion on a fixed node table.
 
-    Returns ``(u, pi, slots, gain)``; ``slots`` is :func:`component_slots`' output for
+    Returns ``(u, pi, slots)``; ``slots`` is :func:`component_slots`' output for
     the table when the prior swap does not move with ``u`` (so the caller
-    need not recompute it), else None; ``gain`` is how much the move raised
-    the table's marginal log-likelihood (inf without hyperparameters ``u``).
+    need not recompute it), else None.
     """
     mix = lay.mixture
     if not hf.n_u and mix is None:
-        return u, pi, None, np.inf
+        return u, pi, None
     G = data.n_genes
     keep = (data.flags == "") & ok
     n_names = len(lay.names)
@@ -433,23 +432,6 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
     slots = None if block_groups else component_slots(table, pr.component_precisions())
     fixed_ratio = None if slots is None else slots[0]
     bounds = _bounds(lay, u)
-    qmask = (keep & bool(lay.integrated)).astype(float)
-
-    def quadrature(evidence):
-        """The criterion's quadrature inputs, and the per-gene constant its normalization drops."""
-        qlog = table.base + evidence
-        qlog = np.where(np.isfinite(qlog), qlog, -1e300)
-        top = qlog.max(axis=1, keepdims=True)
-        return (table.d, qlog - top, qmask), float(np.sum(qmask * top[:, 0]))
-
-    def marginal(u_, pi_):
-        pr_ = _Priors(hf.prior_fn, lay, u_, data.base_mean)
-        lr = fixed_ratio if fixed_ratio is not None else component_slots(table, pr_.component_precisions())[0]
-        ev = lr[:, :, 0] if mix is None else logsumexp(np.log(np.maximum(pi_, 1e-300))[None, None, :] + lr, axis=2)
-        quad, dropped = quadrature(ev)
-        return dropped - float(hf.obj_fn(u_, xhat, s2, mask, data.base_mean, *quad)[0])
-
-    start = marginal(u, pi) if hf.n_u else np.inf
     for _ in range(max_rounds):
         pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
         log_ratio = fixed_ratio if fixed_ratio is not None else component_slots(table, pr.component_precisions())[0]
@@ -465,7 +447,10 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
         else:
             evidence = log_ratio[:, :, 0]
         if hf.n_u:
-            quad = quadrature(evidence)[0]
+            qlog = table.base + evidence
+            qlog = np.where(np.isfinite(qlog), qlog, -1e300)
+            qlog -= qlog.max(axis=1, keepdims=True)
+            quad = (table.d, qlog, (keep & bool(lay.integrated)).astype(float))
             res = optimize.minimize(
                 lambda v: tuple(np.asarray(a, dtype=float) for a in hf.obj_fn(v, xhat, s2, mask, data.base_mean, *quad)),
                 u, jac=True, method="L-BFGS-B", bounds=bounds,
@@ -474,8 +459,7 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
             u = res.x
         if change < hyper_tol:
             break
-    gain = marginal(u, pi) - start if hf.n_u else np.inf
-    return u, pi, slots, gain
+    return u, pi, slots
 
 
 def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
@@ -491,7 +475,7 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
     if refine:
         # The node tables of all genes are at hand: the hyperparameters (above all the
         # mixture weights, which a subset pins down poorly) use every gene.
-        u, pi, slots, _ = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
+        u, pi, slots = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
         pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
     comp_prec = pr.component_precisions()
     # The refinement's prior swap is reused when it did not depend on u (the same table and priors).

@@ -12,7 +12,6 @@ import logging
 import time
 
 import numpy as np
-import pymc as pm
 import pytensor
 import pytensor.tensor as pt
 
