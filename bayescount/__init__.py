@@ -26,6 +26,7 @@ from .loo import loo, waic
 from .ppc import ppc
 from .model import build_model
 from .result import Fit
+from .sbc import draw_from_prior, sbc
 from .simulate import Simulation, simulate, simulate_cells
 from .singlecell import pseudobulk, read_cells
 from .spec import list_templates, load_spec
@@ -34,6 +35,6 @@ logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __all__ = [
     "CountData", "Fit", "InputError", "ResultIntegrityError", "Simulation", "SpecError",
-    "build_design", "build_model", "compare", "compare_evidence", "log_likelihood", "loo", "ppc", "waic", "compute_size_factors", "fit", "list_templates", "load_spec", "pseudobulk",
-    "read_cells", "simulate", "simulate_cells",
+    "build_design", "build_model", "compare", "compare_evidence", "log_likelihood", "loo", "ppc", "waic", "compute_size_factors", "draw_from_prior", "fit", "list_templates", "load_spec", "pseudobulk",
+    "read_cells", "sbc", "simulate", "simulate_cells",
 ]

@@ -71,6 +71,21 @@ def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None, logp: bool = T
     return _LIK_CACHE[key]
 
 
+def linear_predictors(theta, X, offset, cols, E):
+    """``eta`` and each gene parameter as (gene, obs) arrays from per-gene coordinates ``theta``.
+
+    ``X`` is the (obs, linear coordinate) design; ``cols[q]`` are gene
+    parameter ``q``'s coordinates in ``theta`` and ``E[q]`` their (obs,
+    coordinate) design, or None for one value per gene.
+    """
+    P = X.shape[1]
+    eta = offset[None, :] + theta[:, :P] @ X.T
+    G, n = theta.shape[0], X.shape[0]
+    params = [np.ascontiguousarray(np.broadcast_to(theta[:, c[0], None], (G, n))) if Eq is None
+              else np.ascontiguousarray(theta[:, c] @ Eq.T) for c, Eq in zip(cols, E)]
+    return eta, params
+
+
 class GeneProblem:
     """Per-gene log posterior, gradient and Hessian for fixed hyperparameters."""
 
@@ -95,11 +110,7 @@ class GeneProblem:
         self.E = list(param_design(lay, data).values())
 
     def _eta_params(self, theta, rows):
-        eta = self.offset[None, :] + theta[:, : self.P] @ self.X.T
-        n = self.y.shape[1]
-        params = [np.ascontiguousarray(np.broadcast_to(theta[:, c[0], None], (len(rows), n))) if E is None
-                  else np.ascontiguousarray(theta[:, c] @ E.T) for c, E in zip(self.cols, self.E)]
-        return eta, params
+        return linear_predictors(theta, self.X, self.offset, self.cols, self.E)
 
     def loglik(self, theta, rows):
         eta, params = self._eta_params(theta, rows)

@@ -50,6 +50,8 @@ class NodeTable:
     ok: np.ndarray
     loc_b: np.ndarray
     w_prec: np.ndarray
+    #: (nodes, log weights), (G, N_SLICE) each, of :func:`likelihood_slices`, when asked for.
+    slices: tuple | None = None
 
 
 def _log_normal(x, loc, scale):
@@ -57,9 +59,54 @@ def _log_normal(x, loc, scale):
     return -0.5 * z * z - np.log(scale) - 0.5 * _LOG2PI
 
 
+#: Gauss-Hermite nodes of a likelihood slice (:func:`likelihood_slices`).
+N_SLICE = 9
+
+
+def likelihood_slices(prob, theta, cov, k: int, n_nodes: int = N_SLICE):
+    """Each gene's log-likelihood along coordinate ``k`` at Gauss-Hermite nodes around its Laplace fit.
+
+    The other coordinates follow their Gaussian conditional mean given the
+    node (from the joint fit's covariance ``cov``), which profiles roughly
+    over what the coordinate trades off with (a zero-inflation logit against
+    the log-dispersion and the intercept); a hurdle's zero logit shares
+    nothing with them, and its slice is its exact likelihood.
+
+    Returns
+    -------
+    nodes, log_weights : numpy.ndarray
+        (G, n_nodes): ``log p(y | node) - log q(node) + log w`` with ``q``
+        the proposal ``N(theta_k, sd)`` and ``w`` the normalized Gauss-Hermite
+        weight, so that ``sum_i exp(log_weights_i) p(node_i)`` approximates the
+        gene's marginal likelihood under any prior ``p`` on the coordinate.
+    """
+    G = theta.shape[0]
+    rows = np.arange(G)
+    v = cov[:, k, k]
+    ok = np.isfinite(v) & (v > 0)
+    sd = np.sqrt(np.clip(np.where(ok, v, 1.0), 0.01, 9.0))
+    slope = np.where(ok[:, None], cov[:, :, k] / np.where(ok, v, 1.0)[:, None], 0.0)
+    x, w = np.polynomial.hermite.hermgauss(n_nodes)
+    nodes = theta[:, k, None] + np.sqrt(2.0) * sd[:, None] * x[None, :]
+    out = np.empty((G, n_nodes))
+    for i in range(n_nodes):
+        th = theta + slope * (nodes[:, i] - theta[:, k])[:, None]
+        th[:, k] = nodes[:, i]
+        out[:, i] = prob.loglik(th, rows) - _log_normal(nodes[:, i], theta[:, k], sd) + np.log(w[i] / np.sqrt(np.pi))
+    return nodes, out
+
+
 def conditional_block(P: int, K: int, n_fixed: int = 1) -> np.ndarray:
     """Coordinates re-fitted at each node: all but the ``n_fixed`` integrated ones from index ``P``."""
     return np.r_[0:P, P + n_fixed : K] if K > P else np.arange(P)
+
+
+#: A node's last Newton step is taken on trust (its quadratic model gives the node's mode and
+#: log density) only where the model promises at most this gain in log density; from a
+#: start farther off (an extreme gene one node away) the model can promise thousands of nats
+#: and put the gene's whole posterior at an absurd mode, so safeguarded steps come first.
+TRUST_GAIN = 2.0
+MAX_EXTRA_STEPS = 30
 
 
 def _node_fit(prob, th, rows, loc, scale, cond, n_steps):
@@ -71,24 +118,57 @@ def _node_fit(prob, th, rows, loc, scale, cond, n_steps):
     get NaN there, which marks the node as unusable; their parameters stay
     finite, since the kernels refuse NaN.
     """
-    block = np.ix_(rows, cond, cond)
     # Gene parameters entirely outside the block sit at the node: their derivatives are not needed.
     held = tuple(q for q, c in enumerate(prob.cols) if not np.isin(c, cond).any())
-    for s in range(n_steps):
-        ll, g, H = prob.derivs(th, rows, loc, scale, held=held, need_ll=s == n_steps - 1)
-        A = -H[block]
+    b_loc, b_scale = loc[rows][:, cond], scale[rows][:, cond]
+
+    def newton_step(sel, need_ll):
+        ll, g, H = prob.derivs(th[sel], rows[sel], loc, scale, held=held, need_ll=need_ll)
+        A = -H[:, cond[:, None], cond[None, :]]
         with np.errstate(invalid="ignore", divide="ignore"):
             L = cholesky(A)
             step = backward(L, forward(L, g[:, cond]))
         step[~np.all(np.isfinite(step), axis=1)] = 0.0
-        if s < n_steps - 1:
-            big = np.abs(step).max(axis=1)
-            th[:, cond] += step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
+        return ll, g[:, cond], A, L, step
+
+    every = np.arange(th.shape[0])
+    for _ in range(n_steps - 1):
+        step = newton_step(every, False)[4]
+        th[:, cond] += _capped(step)
+    ll, g, A, L, step = newton_step(every, True)
+    for _ in range(MAX_EXTRA_STEPS):
+        gain = 0.5 * np.einsum("gk,gk->g", g, step)
+        far = np.flatnonzero(np.isfinite(gain) & (gain > TRUST_GAIN))
+        if not far.size:
+            break
+        _safeguarded_step(prob, th, rows, far, cond, _capped(step[far]), ll[far], b_loc[far], b_scale[far], loc, scale)
+        ll[far], g[far], A[far], L[far], step[far] = newton_step(far, True)
     with np.errstate(invalid="ignore", divide="ignore"):
         logdet = 2.0 * np.sum(np.log(np.einsum("gkk->gk", L)), axis=1)
-    f = (ll + _log_normal(th[:, cond], loc[rows][:, cond], scale[rows][:, cond]).sum(axis=1)
-         + 0.5 * np.einsum("gk,gk->g", g[:, cond], step))
+    f = ll + _log_normal(th[:, cond], b_loc, b_scale).sum(axis=1) + 0.5 * np.einsum("gk,gk->g", g, step)
     return th[:, cond] + step, f, A, logdet
+
+
+def _capped(step):
+    big = np.abs(step).max(axis=1)
+    return step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
+
+
+def _safeguarded_step(prob, th, rows, sel, cond, step, ll, b_loc, b_scale, loc, scale):
+    """Move ``th[sel]`` along ``step``, halving it until the log posterior of the block rises."""
+    f0 = ll + _log_normal(th[sel][:, cond], b_loc, b_scale).sum(axis=1)
+    t = np.ones(sel.size)
+    todo = np.arange(sel.size)
+    for _ in range(30):
+        cand = th[sel[todo]].copy()
+        cand[:, cond] += t[todo, None] * step[todo]
+        f1 = prob.loglik(cand, rows[sel[todo]]) + _log_normal(cand[:, cond], b_loc[todo], b_scale[todo]).sum(axis=1)
+        ok = np.isfinite(f1) & (f1 > f0[todo])
+        th[sel[todo[ok]]] = cand[ok]
+        todo = todo[~ok]
+        if not todo.size:
+            break
+        t[todo] *= 0.5
 
 
 def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int = 2) -> NodeTable:
