@@ -10,6 +10,10 @@ narrow, too wide, shifted or skewed shows up as a non-uniform histogram.
 The shared hyperparameters are held at the values given (the fit still
 learns them, as it would on real data: with thousands of genes their
 estimates are close, and what remains is part of what is being checked).
+Holding them fixed makes the check exact only as their posterior
+concentrates: with a few hundred genes, NUTS's (rightly) uncertain mixture
+weights widen every gene's LFC posterior beyond the fixed-weight truth's,
+and its intervals over-cover.
 Every per-gene coordinate is drawn from the prior the fit uses, so the check
 is exact. The templates' weakly informative intercept prior ``Normal(0, 10)``
 would give counts of ``exp(30)``; :func:`sbc` therefore draws and fits under
