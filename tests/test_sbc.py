@@ -1,4 +1,4 @@
-"""Simulation-based calibration of every genome template on the MAP path.
+"""Simulation-based calibration of every template on the MAP path.
 
 Genes are drawn from the template's own prior (hyperparameters fixed, every
 gene one replicate), fitted, and the rank of each true value among the
@@ -27,20 +27,34 @@ DONORS = pd.DataFrame({"group": np.repeat(["A", "B"], 12), "donor": np.repeat([f
 _GRID = np.geomspace(0.02, 4.0, 16)
 _SEPARATED = np.where((_GRID >= 0.9) & (_GRID <= 3.0), 0.2 / 4, 0.0) + np.eye(16)[0] * 0.8
 
+# One-response (tidy) templates have fixed priors, so genes sharing a design are independent
+# replicates of one regression: 40 observations, a factor and a continuous covariate, under
+# moderate priors (their defaults, Normal(0, 10) coefficients, would draw counts of e^30).
+_TIDY = pd.DataFrame({"group": np.repeat(["A", "B"], 20), "x": np.random.default_rng(0).normal(size=40)},
+                     index=[f"o{i:02d}" for i in range(40)])
+_MODERATE = {"intercept": {"mu": float(np.log(5.0)), "sigma": 1.0}, "coefficients": {"sigma": 0.5},
+             "dispersion": {"sigma": 1.0}}
+_ZERO = {**_MODERATE, "zero_inflation": {"sigma": 1.0}}
+
 CASES = {
-    "nb_trend": (BULK, "~ group", 2000, None),
-    "poisson": (BULK, "~ group", 2000, None),
-    "zinb_trend": (BULK, "~ group", 2000, None),
-    "hurdle_trend": (BULK, "~ group", 2000, None),
-    "nb_donor": (DONORS, "~ group + (1|donor)", 1500, {"pi": _SEPARATED}),
-    "zinb_donor": (DONORS, "~ group + (1|donor)", 1500, {"pi": _SEPARATED}),
+    "nb_trend": (BULK, "~ group", 2000, None, SBC_PRIORS),
+    "poisson": (BULK, "~ group", 2000, None, SBC_PRIORS),
+    "zinb_trend": (BULK, "~ group", 2000, None, SBC_PRIORS),
+    "hurdle_trend": (BULK, "~ group", 2000, None, SBC_PRIORS),
+    "nb_donor": (DONORS, "~ group + (1|donor)", 1500, {"pi": _SEPARATED}, SBC_PRIORS),
+    "zinb_donor": (DONORS, "~ group + (1|donor)", 1500, {"pi": _SEPARATED}, SBC_PRIORS),
+    "nb": (_TIDY, "~ group + x", 2000, None, _MODERATE),
+    "zinb": (_TIDY, "~ group + x", 2000, None, _ZERO),
+    "hurdle": (_TIDY, "~ group + x", 2000, None, _ZERO),
+    "poisson_glm": (_TIDY, "~ group + x", 2000, None, {k: v for k, v in _MODERATE.items() if k != "dispersion"}),
 }
 
 
 @pytest.fixture(scope="module", params=list(CASES))
 def calibration(request):
-    samples, design, n_genes, hyper = CASES[request.param]
-    summary, _ = sbc(request.param, samples, design, n_genes=n_genes, method="map", hyper=hyper, random_seed=11)
+    samples, design, n_genes, hyper, priors = CASES[request.param]
+    summary, _ = sbc(request.param, samples, design, n_genes=n_genes, method="map", hyper=hyper, priors=priors,
+                     random_seed=11)
     return request.param, summary.set_index(["variable", "coord"])
 
 
@@ -54,6 +68,8 @@ def test_ranks_of_coefficients_and_effects_are_uniform(calibration):
     name, summary = calibration
     _assert_uniform(summary.loc[("beta", "group[T.B]")], f"{name} LFC")
     _assert_uniform(summary.loc[("beta", "Intercept")], f"{name} intercept")
+    if ("beta", "x") in summary.index:
+        _assert_uniform(summary.loc[("beta", "x")], f"{name} covariate")
     if "re" in summary.index.get_level_values(0):
         re = summary.loc["re"]
         # Pooled over donors: each donor's ranks are one more uniform sample.
