@@ -114,6 +114,18 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=1)
     s.add_argument("--out", required=True, help="output folder")
 
+    sb = sub.add_parser("sbc", help="simulation-based calibration of a template and fit path on a design")
+    sb.add_argument("samples", help="sample table CSV/TSV (sample ids in the first column)")
+    sb.add_argument("--design", required=True, help='design formula, e.g. "~ group" or "~ group + (1|donor)"')
+    sb.add_argument("--model", default="nb_trend")
+    sb.add_argument("--method", default="map", choices=["map", "advi", "nuts"])
+    sb.add_argument("--genes", type=int, default=2000, help="genes drawn from the prior (each one replicate)")
+    sb.add_argument("--seed", type=int, default=1)
+    sb.add_argument("--out", help="write the per-coordinate summary CSV here")
+    sb.add_argument("--ranks", help="write every gene's ranks CSV here")
+    sb.add_argument("--plot", help="write rank histograms here (.png, .svg, .pdf)")
+    sb.add_argument("--quiet", action="store_true", help="no progress bars")
+
     d = sub.add_parser("demo", help="Poisson vs nb_trend calibration, then a DE table on simulated data")
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--out", help="optional folder for the demo's DE table")
@@ -138,7 +150,7 @@ def main(argv=None) -> int:
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         return {"fit": cmd_fit, "regress": cmd_regress, "compare": cmd_compare, "report": cmd_report, "simulate": cmd_simulate,
-                "demo": cmd_demo}[args.command](args)
+                "sbc": cmd_sbc, "demo": cmd_demo}[args.command](args)
     except InputError as exc:
         msg = str(exc).replace("\n", " ")
         print(f"bayescount: error: {msg}", file=sys.stderr)
@@ -435,6 +447,29 @@ def cmd_simulate(args) -> int:
                    frac_de=args.frac_de, random_seed=args.seed)
     paths = sim.write(args.out)
     log.info("wrote %s", ", ".join(str(p) for p in paths.values()))
+    return 0
+
+
+def cmd_sbc(args) -> int:
+    from .data import read_table
+    from .io import atomic_write_csv
+    from .plots import plot_sbc
+    from .sbc import sbc
+
+    if args.genes < 10:
+        raise InputError(f"--genes must be at least 10 (each gene is one replicate), got {args.genes}")
+    for path, what in ((args.out, "--out"), (args.ranks, "--ranks"), (args.plot, "--plot")):
+        _check_writable(path, what)
+    samples = read_table(args.samples, "samples")
+    summary, ranks = sbc(args.model, samples, args.design, n_genes=args.genes, method=args.method,
+                         random_seed=args.seed, progress=_progress(args))
+    print(summary.round(4).to_string(index=False))
+    if args.out:
+        atomic_write_csv(summary, args.out, index=False)
+    if args.ranks:
+        atomic_write_csv(ranks, args.ranks, index=False)
+    if args.plot:
+        plot_sbc(ranks).savefig(args.plot)
     return 0
 
 

@@ -148,3 +148,37 @@ def plot_lfc_intervals(res: Fit, genes, contrast=None, hdi_prob: float = 0.95) -
 
 __all__ = ["plot_compare", "plot_dispersion", "plot_lfc_intervals", "plot_ma", "plot_pareto_k", "plot_ppc",
            "plot_volcano"]
+
+
+def plot_sbc(ranks: pd.DataFrame, n_bins: int = 20, max_panels: int = 8) -> Figure:
+    """Rank histograms of a simulation-based calibration (:func:`bayescount.sbc`), one panel per coordinate.
+
+    The grey band is where 99% of a bin's counts fall when the ranks are
+    uniform (binomial); bars outside it in a U (or hump) mean posteriors too
+    narrow (or wide), a slope means shifted ones.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> r = pd.DataFrame({"variable": "beta", "coord": "x", "gene": range(500), "rank": np.linspace(0, 1, 500)})
+    >>> plot_sbc(r).axes[0].get_title()
+    'beta: x'
+    """
+    from scipy import stats
+
+    groups = list(ranks.groupby(["variable", "coord"], sort=False))[:max_panels]
+    if not groups:
+        raise InputError("no ranks to plot")
+    cols = min(len(groups), 4)
+    rows = -(-len(groups) // cols)
+    fig = Figure(figsize=(3.2 * cols, 2.6 * rows), layout="constrained")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    for i, ((var, coord), r) in enumerate(groups):
+        ax = fig.add_subplot(rows, cols, i + 1)
+        n = len(r)
+        lo, hi = stats.binom.ppf([0.005, 0.995], n, 1.0 / n_bins)
+        ax.axhspan(lo, hi, color="#d5d8dc", zorder=0)
+        ax.axhline(n / n_bins, color="black", lw=0.8)
+        ax.hist(r["rank"], bins=edges, color=_REST, edgecolor="white")
+        ax.set(title=f"{var}: {coord}", xlabel="normalized rank", ylabel="genes")
+    return fig

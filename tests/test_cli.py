@@ -127,3 +127,19 @@ def test_fit_with_random_effects_and_save_load(tmp_path):
     res = bc.Fit.load(save)
     table = res.random_effects()
     assert list(table.term.unique()) == ["1|donor"] and len(table) == 30
+
+
+def test_sbc_writes_summary_ranks_and_plot(tmp_path, capsys):
+    samples = tmp_path / "samples.csv"
+    pd.DataFrame({"group": ["A"] * 4 + ["B"] * 4}, index=[f"s{i}" for i in range(8)]).to_csv(samples)
+    out, ranks, plot = tmp_path / "sbc.csv", tmp_path / "ranks.csv", tmp_path / "sbc.png"
+    rc = main(["sbc", str(samples), "--design", "~ group", "--genes", "300", "--out", str(out), "--ranks", str(ranks),
+               "--plot", str(plot), "--quiet"])
+    assert rc == 0 and "cover_90" in capsys.readouterr().out
+    summary = pd.read_csv(out)
+    assert set(summary.coord) == {"Intercept", "group[T.B]"} and (summary.n == 300).all()
+    assert len(pd.read_csv(ranks)) == 600 and plot.stat().st_size > 0
+    # A design naming a column the sample table lacks: exit 2, nothing written.
+    out2 = tmp_path / "sbc2.csv"
+    rc = main(["sbc", str(samples), "--design", "~ condition", "--genes", "300", "--out", str(out2), "--quiet"])
+    assert rc == 2 and "condition" in capsys.readouterr().err and not out2.exists()

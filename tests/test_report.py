@@ -37,7 +37,9 @@ def test_every_plot_returns_a_figure(zi_fits, tmp_path):
     genes, overall = bc.compare(fits)
     figs = [plots.plot_ma(res), plots.plot_volcano(res, y="svalue"), plots.plot_dispersion(res),
             plots.plot_ppc(res, str(res.genes[0])), plots.plot_compare(overall), plots.plot_pareto_k(bc.loo(res)),
-            plots.plot_lfc_intervals(res, list(res.genes[:5]))]
+            plots.plot_lfc_intervals(res, list(res.genes[:5])),
+            plots.plot_sbc(pd.DataFrame({"variable": "beta", "coord": "x", "gene": range(100),
+                                         "rank": np.random.default_rng(0).random(100)}))]
     for i, fig in enumerate(figs):
         for ext in ("png", "svg"):
             fig.savefig(tmp_path / f"f{i}.{ext}")
