@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+import pymc as pm
 from scipy import stats
 
 from .data import CountData
@@ -86,7 +87,7 @@ def _default_pi(grid: np.ndarray) -> np.ndarray:
 
 
 def draw_from_prior(model: str | Spec, samples: pd.DataFrame, design: str, n_genes: int = 2000,
-                    hyper: dict | None = None, priors: dict | None = None, size_factor_sd: float = 0.2,
+                    hyper: dict | str | None = None, priors: dict | None = None, size_factor_sd: float = 0.2,
                     random_seed: int | None = None) -> PriorDraw:
     """Draw genes' parameters from a template's prior and their counts from its likelihood.
 
@@ -99,10 +100,12 @@ def draw_from_prior(model: str | Spec, samples: pd.DataFrame, design: str, n_gen
     design : str
         Design formula, random effects included (``"~ group + (1|donor)"``).
     n_genes : int
-    hyper : dict, optional
+    hyper : dict or "prior", optional
         Shared hyperparameters on their natural scale (``a0``, ``a1``,
         ``sigma_d``, ``zi_mu``, ``zi_sigma``, ``re_mu``, ``re_sigma``, ``pi``);
         missing ones take :data:`DEFAULT_HYPER`. Unknown names are an error.
+        ``"prior"`` draws them from their hyperpriors (the fully Bayesian
+        check: each data set is then one replicate of the hyperparameters).
     priors : dict, optional
         Overrides of the template's priors (as in :func:`bayescount.fit`); fit
         the draw with the same ones. Without an intercept override the
@@ -132,7 +135,7 @@ def draw_from_prior(model: str | Spec, samples: pd.DataFrame, design: str, n_gen
     ones = pd.DataFrame(np.ones((n_genes, n_obs), dtype=np.int64), index=_gene_ids(n_genes), columns=samples.index)
     shape = CountData.from_pandas(ones, samples, design, size_factors=sf)
     lay = layout(spec, shape)
-    values = _hyper_values(lay, hyper)
+    values = _hyper_values(lay, hyper, rng)
     hf = _hyper_functions(spec, lay)
     u = pack_u(lay, values)
     K, P, C = len(lay.names), lay.n_coef, lay.n_linear
@@ -179,7 +182,12 @@ def _gene_ids(n: int) -> pd.Index:
     return pd.Index([f"gene{i:05d}" for i in range(n)], name="gene")
 
 
-def _hyper_values(lay, hyper: dict | None) -> dict:
+def _hyper_values(lay, hyper: dict | str | None, rng) -> dict:
+    if isinstance(hyper, str):
+        if hyper != "prior":
+            raise InputError(f'hyper must be a dict of values or "prior", got {hyper!r}')
+        return {name: np.atleast_1d(pm.draw(h.dist(), random_seed=rng)).astype(float) if h.size is not None or h.simplex
+                else float(pm.draw(h.dist(), random_seed=rng)) for name, h in lay.hyper.items()}
     hyper = dict(hyper or {})
     known = set(lay.hyper)
     unknown = sorted(set(hyper) - known)
@@ -257,14 +265,17 @@ def sbc_summary(ranks: pd.DataFrame, n_bins: int = 20) -> pd.DataFrame:
 
 
 def sbc(model: str | Spec, samples: pd.DataFrame, design: str, n_genes: int = 2000, method: str = "map",
-        hyper: dict | None = None, priors: dict | None = SBC_PRIORS, random_seed: int | None = None,
-        n_bins: int = 20, **fit_kwargs):
+        hyper: dict | str | None = None, priors: dict | None = SBC_PRIORS, random_seed: int | None = None,
+        n_bins: int = 20, n_datasets: int = 1, **fit_kwargs):
     """Simulation-based calibration of a template and fit path on a design.
 
     Draws ``n_genes`` genes from the template's prior (:func:`draw_from_prior`),
     fits them with ``method`` and ranks each true value among the posterior
     draws (:func:`sbc_ranks`); every gene is one replicate. Draw and fit use
     the template with ``priors`` (default :data:`SBC_PRIORS`) merged over it.
+    With ``n_datasets`` > 1 that many data sets are drawn and fitted (with
+    ``hyper="prior"``, each under its own hyperparameters) and their ranks
+    pooled; gene ids in ``ranks`` then carry a ``"<data set>:"`` prefix.
 
     Returns
     -------
@@ -281,9 +292,16 @@ def sbc(model: str | Spec, samples: pd.DataFrame, design: str, n_genes: int = 20
     >>> int(summary.set_index("coord").loc["group[T.B]", "n"])
     200
     """
-    seeds = np.random.SeedSequence(random_seed).generate_state(3)
     spec = load_spec(model, priors)
-    drawn = draw_from_prior(spec, samples, design, n_genes=n_genes, hyper=hyper, random_seed=int(seeds[0]))
-    res = _fit(drawn.data, model=spec, method=method, random_seed=int(seeds[1]), **fit_kwargs)
-    ranks = sbc_ranks(res, drawn.truth, random_seed=int(seeds[2]))
+    parts = []
+    for i, seq in enumerate(np.random.SeedSequence(random_seed).spawn(n_datasets)):
+        seeds = seq.generate_state(3) if n_datasets > 1 else np.random.SeedSequence(random_seed).generate_state(3)
+        drawn = draw_from_prior(spec, samples, design, n_genes=n_genes, hyper=hyper, random_seed=int(seeds[0]))
+        res = _fit(drawn.data, model=spec, method=method, random_seed=int(seeds[1]), **fit_kwargs)
+        ranks = sbc_ranks(res, drawn.truth, random_seed=int(seeds[2]))
+        if n_datasets > 1:
+            ranks["gene"] = f"{i}:" + ranks["gene"].astype(str)
+            log.info("sbc: data set %d/%d fitted", i + 1, n_datasets)
+        parts.append(ranks)
+    ranks = pd.concat(parts, ignore_index=True)
     return sbc_summary(ranks, n_bins), ranks

@@ -8,6 +8,7 @@ near 0.5/0.9, ``ks`` small (its 1% critical value is 1.63/sqrt(n)),
 
     PYTHONPATH=. python benchmarks/bench_sbc.py                      # MAP, every template
     PYTHONPATH=. python benchmarks/bench_sbc.py --methods nuts advi --genes 150 --templates nb_trend zinb_trend
+    PYTHONPATH=. python benchmarks/bench_sbc.py --methods nuts --templates nb_trend --genes 50 --datasets 20 --hyper-prior
 """
 
 from __future__ import annotations
@@ -56,6 +57,10 @@ def main(argv=None) -> None:
     ap.add_argument("--methods", nargs="+", default=["map"], choices=list(FIT_ARGS))
     ap.add_argument("--genes", type=int, default=2000)
     ap.add_argument("--seeds", type=int, nargs="+", default=[1])
+    ap.add_argument("--datasets", type=int, default=1,
+                    help="data sets per (template, method, seed), their ranks pooled")
+    ap.add_argument("--hyper-prior", action="store_true",
+                    help="draw each data set's hyperparameters from their hyperpriors (the fully Bayesian check)")
     args = ap.parse_args(argv)
     rows = []
     for method in args.methods:
@@ -64,7 +69,8 @@ def main(argv=None) -> None:
             for seed in args.seeds:
                 t0 = time.perf_counter()
                 summary, _ = sbc(name, samples, design, n_genes=args.genes, method=method, priors=priors,
-                                 random_seed=seed, **FIT_ARGS[method])
+                                 random_seed=seed, n_datasets=args.datasets,
+                                 hyper="prior" if args.hyper_prior else None, **FIT_ARGS[method])
                 seconds = time.perf_counter() - t0
                 keep = ~summary.variable.eq("re") | summary.coord.str.endswith("[d0]")
                 for r in summary[keep].itertuples():

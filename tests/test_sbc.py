@@ -101,3 +101,13 @@ def test_draws_follow_the_requested_hyperparameters():
     assert np.mean(np.abs(lfc) < 0.1) == pytest.approx(0.8, abs=0.03)
     with pytest.raises(InputError, match="unknown hyperparameters"):
         draw_from_prior("nb_trend", BULK, "~ group", n_genes=10, hyper={"zi_mu": 0.0})
+
+
+def test_hyperparameters_can_come_from_their_hyperpriors():
+    a = draw_from_prior("zinb_trend", BULK, "~ group", n_genes=20, hyper="prior", priors=SBC_PRIORS, random_seed=1)
+    b = draw_from_prior("zinb_trend", BULK, "~ group", n_genes=20, hyper="prior", priors=SBC_PRIORS, random_seed=2)
+    assert set(a.hyper) == {"pi", "a0", "a1", "sigma_d", "zi_mu", "zi_sigma"}
+    assert a.hyper["pi"].sum() == pytest.approx(1.0) and min(a.hyper["a0"], a.hyper["sigma_d"]) > 0
+    assert a.hyper["a1"] != b.hyper["a1"]
+    with pytest.raises(InputError, match="prior"):
+        draw_from_prior("nb_trend", BULK, "~ group", n_genes=10, hyper="posterior")
