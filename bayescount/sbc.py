@@ -292,6 +292,9 @@ def sbc(model: str | Spec, samples: pd.DataFrame, design: str, n_genes: int = 20
     >>> int(summary.set_index("coord").loc["group[T.B]", "n"])
     200
     """
+    unsupported = sorted({"dispersion_by", "zero_design"} & set(fit_kwargs))
+    if unsupported:
+        raise InputError(f"sbc draws genes without {unsupported} (not supported yet); leave them out")
     spec = load_spec(model, priors)
     parts = []
     for i, seq in enumerate(np.random.SeedSequence(random_seed).spawn(n_datasets)):

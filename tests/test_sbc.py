@@ -101,6 +101,8 @@ def test_draws_follow_the_requested_hyperparameters():
     assert np.mean(np.abs(lfc) < 0.1) == pytest.approx(0.8, abs=0.03)
     with pytest.raises(InputError, match="unknown hyperparameters"):
         draw_from_prior("nb_trend", BULK, "~ group", n_genes=10, hyper={"zi_mu": 0.0})
+    with pytest.raises(InputError, match="dispersion_by"):
+        sbc("nb_trend", BULK, "~ group", n_genes=10, dispersion_by="group")
 
 
 def test_hyperparameters_can_come_from_their_hyperpriors():
