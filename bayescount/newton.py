@@ -71,6 +71,12 @@ def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None, logp: bool = T
     return _LIK_CACHE[key]
 
 
+def capped(step):
+    """Newton steps (gene, coordinate) shrunk so that none moves a coordinate by more than MAX_STEP."""
+    big = np.abs(step).max(axis=1)
+    return step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
+
+
 def linear_predictors(theta, X, offset, cols, E):
     """``eta`` and each gene parameter as (gene, obs) arrays from per-gene coordinates ``theta``.
 
@@ -231,8 +237,7 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
             shift = np.where(min_eig < 1e-8, 1e-6 - min_eig + 1e-3 * np.abs(min_eig), 0.0)
             L[bad] = cholesky(A[bad] + shift[:, None, None] * np.eye(prob.K))
         step = backward(L, forward(L, g))
-        big = np.abs(step).max(axis=1)
-        step *= np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
+        step = capped(step)
         decrement = np.einsum("gk,gk->g", g, step)
         t = np.ones(active.size)
         accepted = np.zeros(active.size, dtype=bool)

@@ -20,7 +20,7 @@ import numba
 import numpy as np
 
 from ._linalg import backward, chol_into, cholesky, forward, spd_inverse
-from .newton import MAX_STEP
+from .newton import capped
 
 N_NODES = 7
 #: Newton steps per random-effect-scale node, from the nearest node already fitted: nodes are
@@ -134,24 +134,19 @@ def _node_fit(prob, th, rows, loc, scale, cond, n_steps):
     every = np.arange(th.shape[0])
     for _ in range(n_steps - 1):
         step = newton_step(every, False)[4]
-        th[:, cond] += _capped(step)
+        th[:, cond] += capped(step)
     ll, g, A, L, step = newton_step(every, True)
     for _ in range(MAX_EXTRA_STEPS):
         gain = 0.5 * np.einsum("gk,gk->g", g, step)
         far = np.flatnonzero(np.isfinite(gain) & (gain > TRUST_GAIN))
         if not far.size:
             break
-        _safeguarded_step(prob, th, rows, far, cond, _capped(step[far]), ll[far], b_loc[far], b_scale[far], loc, scale)
+        _safeguarded_step(prob, th, rows, far, cond, capped(step[far]), ll[far], b_loc[far], b_scale[far], loc, scale)
         ll[far], g[far], A[far], L[far], step[far] = newton_step(far, True)
     with np.errstate(invalid="ignore", divide="ignore"):
         logdet = 2.0 * np.sum(np.log(np.einsum("gkk->gk", L)), axis=1)
     f = ll + _log_normal(th[:, cond], b_loc, b_scale).sum(axis=1) + 0.5 * np.einsum("gk,gk->g", g, step)
     return th[:, cond] + step, f, A, logdet
-
-
-def _capped(step):
-    big = np.abs(step).max(axis=1)
-    return step * np.minimum(1.0, MAX_STEP / np.maximum(big, 1e-300))[:, None]
 
 
 def _safeguarded_step(prob, th, rows, sel, cond, step, ll, b_loc, b_scale, loc, scale):

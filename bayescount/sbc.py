@@ -296,9 +296,10 @@ def sbc(model: str | Spec, samples: pd.DataFrame, design: str, n_genes: int = 20
     if unsupported:
         raise InputError(f"sbc draws genes without {unsupported} (not supported yet); leave them out")
     spec = load_spec(model, priors)
+    root = np.random.SeedSequence(random_seed)
     parts = []
-    for i, seq in enumerate(np.random.SeedSequence(random_seed).spawn(n_datasets)):
-        seeds = seq.generate_state(3) if n_datasets > 1 else np.random.SeedSequence(random_seed).generate_state(3)
+    for i, seq in enumerate([root] if n_datasets == 1 else root.spawn(n_datasets)):
+        seeds = seq.generate_state(3)
         drawn = draw_from_prior(spec, samples, design, n_genes=n_genes, hyper=hyper, random_seed=int(seeds[0]))
         res = _fit(drawn.data, model=spec, method=method, random_seed=int(seeds[1]), **fit_kwargs)
         ranks = sbc_ranks(res, drawn.truth, random_seed=int(seeds[2]))
