@@ -166,19 +166,23 @@ def _safeguarded_step(prob, th, rows, sel, cond, step, ll, b_loc, b_scale, loc, 
         t[todo] *= 0.5
 
 
-def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int = 2) -> NodeTable:
+def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int | None = None) -> NodeTable:
     """Quadrature nodes around a joint fit ``theta`` (covariance ``cov``) under the weak prior ``wscale``.
 
     The first gene parameter (the log-dispersion) is integrated over; the
     other coordinates (coefficients, and further gene parameters such as a
     zero-inflation logit) form the conditional block. At each node the block
     starts from its Gaussian conditional mean and takes ``n_steps`` Newton
-    steps with the node fixed (for the NB coefficients the log-likelihood is
-    concave there, so plain steps are safe); the last step's quadratic model
-    gives the conditional mode and its log density.
+    steps with the node fixed; the last step's quadratic model gives the
+    conditional mode and its log density. By default one step when the block
+    is the NB coefficients alone (their log-likelihood is concave and nearly
+    quadratic there: at 20,000 x 12 the LFCs and lfsrs move by at most 0.002
+    and 0.0007 against two steps), two when it holds a zero-part logit.
     """
     P, K = prob.P, prob.K
     cond = conditional_block(P, K)
+    if n_steps is None:
+        n_steps = 1 if cond.size == P else 2
     m = cond.size
     G = theta.shape[0]
     bl, bs = loc[rows][:, cond], wscale[rows][:, cond]

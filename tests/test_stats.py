@@ -1,0 +1,51 @@
+"""Posterior summaries of normal mixtures (the MAP path's answers) against brute force."""
+
+import numpy as np
+from scipy import stats
+
+from bayescount.stats import mixture_summary
+
+
+def _brute_hdi(w, m, s, prob, n=400_001):
+    # Highest-density set on a very fine grid; its hull.
+    x = np.linspace((m - 9 * s).min(), (m + 9 * s).max(), n)
+    dens = np.sum(w[:, None] * stats.norm.pdf(x[None, :], m[:, None], s[:, None]), axis=0)
+    mass = dens / dens.sum()
+    order = np.argsort(-mass)
+    k = np.searchsorted(np.cumsum(mass[order]), prob)
+    inside = order[: k + 1]
+    return x[inside].min(), x[inside].max()
+
+
+def test_mixture_hdi_matches_a_fine_grid():
+    rng = np.random.default_rng(0)
+    cases = [
+        # one normal: the HDI is mean +- z sd
+        (np.array([1.0]), np.array([0.3]), np.array([0.5])),
+        # a broad slab and a narrow spike-like component at 0 (a shrunk gene)
+        (np.array([0.6, 0.4]), np.array([0.0, 0.8]), np.array([0.02, 0.6])),
+        # two separated modes: the hull of the set
+        (np.array([0.5, 0.5]), np.array([-2.0, 2.0]), np.array([0.4, 0.4])),
+        # skewed by a wide minor component
+        (np.array([0.8, 0.2]), np.array([1.0, 2.5]), np.array([0.3, 1.5])),
+    ]
+    for _ in range(6):
+        k = 3
+        cases.append((rng.dirichlet(np.ones(k)), rng.normal(0, 1.5, k), np.exp(rng.normal(-0.5, 0.7, k))))
+    for prob in (0.8, 0.95):
+        for w, m, s in cases:
+            pad = 3 - w.size  # one table: components with zero weight fill the rows
+            W = np.concatenate([w, np.zeros(pad)])[None]
+            M = np.concatenate([m, np.zeros(pad)])[None]
+            S = np.concatenate([s, np.ones(pad)])[None]
+            mean, sd, lfsr, lo, hi = mixture_summary(W, M, S, prob)
+            want_lo, want_hi = _brute_hdi(w, m, s, prob)
+            cell = ((m + 7 * s).max() - (m - 7 * s).min()) / 256
+            assert abs(lo[0] - want_lo) <= 1.5 * cell and abs(hi[0] - want_hi) <= 1.5 * cell, (w, m, s, prob)
+            np.testing.assert_allclose(mean[0], np.sum(w * m), rtol=1e-12)
+            np.testing.assert_allclose(sd[0] ** 2, np.sum(w * (s**2 + m**2)) - np.sum(w * m) ** 2, rtol=1e-10)
+            p_pos = np.sum(w * stats.norm.sf(0, m, s))
+            np.testing.assert_allclose(lfsr[0], min(p_pos, 1 - p_pos), rtol=1e-10, atol=1e-14)
+    # One normal, exactly: the interval is mean +- z sd to within a cell.
+    _, _, _, lo, hi = mixture_summary(np.ones((1, 1)), np.zeros((1, 1)), np.ones((1, 1)), 0.95)
+    np.testing.assert_allclose([lo[0], hi[0]], [-1.96, 1.96], atol=14 / 256)
