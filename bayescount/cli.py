@@ -120,6 +120,8 @@ def _parser() -> argparse.ArgumentParser:
     sb.add_argument("--model", default="nb_trend")
     sb.add_argument("--method", default="map", choices=["map", "advi", "nuts"])
     sb.add_argument("--genes", type=int, default=2000, help="genes drawn from the prior (each one replicate)")
+    sb.add_argument("--dispersion-by", help="draw and fit one dispersion per level of this sample-table factor")
+    sb.add_argument("--zero-design", help='zero-inflated/hurdle templates: draw and fit zero-part covariates, e.g. "~ group"')
     sb.add_argument("--seed", type=int, default=1)
     sb.add_argument("--out", help="write the per-coordinate summary CSV here")
     sb.add_argument("--ranks", help="write every gene's ranks CSV here")
@@ -461,8 +463,9 @@ def cmd_sbc(args) -> int:
     for path, what in ((args.out, "--out"), (args.ranks, "--ranks"), (args.plot, "--plot")):
         _check_writable(path, what)
     samples = read_table(args.samples, "samples")
+    options = {k: v for k, v in (("dispersion_by", args.dispersion_by), ("zero_design", args.zero_design)) if v}
     summary, ranks = sbc(args.model, samples, args.design, n_genes=args.genes, method=args.method,
-                         random_seed=args.seed, progress=_progress(args))
+                         random_seed=args.seed, progress=_progress(args), **options)
     print(summary.round(4).to_string(index=False))
     if args.out:
         atomic_write_csv(summary, args.out, index=False)

@@ -88,6 +88,7 @@ def _default_pi(grid: np.ndarray) -> np.ndarray:
 
 def draw_from_prior(model: str | Spec, samples: pd.DataFrame, design: str, n_genes: int = 2000,
                     hyper: dict | str | None = None, priors: dict | None = None, size_factor_sd: float = 0.2,
+                    dispersion_by: str | None = None, zero_design: str | None = None,
                     random_seed: int | None = None) -> PriorDraw:
     """Draw genes' parameters from a template's prior and their counts from its likelihood.
 
@@ -112,6 +113,11 @@ def draw_from_prior(model: str | Spec, samples: pd.DataFrame, design: str, n_gen
         intercepts come from ``Normal(0, 10)``: see :data:`SBC_PRIORS`.
     size_factor_sd : float
         Log-scale sd of the samples' size factors (drawn, then passed to the data as known).
+    dispersion_by, zero_design : str, optional
+        As in :func:`bayescount.fit`: one dispersion per level of a column
+        (each drawn from the trend shifted by the level's ``disp_shift``), and
+        covariates of the zero part (coefficients drawn from their priors).
+        The returned data carry them, so a fit of it uses them too.
     random_seed : int, optional
 
     Returns
@@ -133,7 +139,11 @@ def draw_from_prior(model: str | Spec, samples: pd.DataFrame, design: str, n_gen
     sf /= np.exp(np.mean(np.log(sf)))
     # A placeholder matrix of ones gives the design, layout and parameter designs.
     ones = pd.DataFrame(np.ones((n_genes, n_obs), dtype=np.int64), index=_gene_ids(n_genes), columns=samples.index)
-    shape = CountData.from_pandas(ones, samples, design, size_factors=sf)
+    def prepare(frame):
+        d = CountData.from_pandas(frame, samples, design, size_factors=sf)
+        return d.with_dispersion_by(dispersion_by).with_zero_design(zero_design)
+
+    shape = prepare(ones)
     lay = layout(spec, shape)
     values = _hyper_values(lay, hyper, rng)
     hf = _hyper_functions(spec, lay)
@@ -168,7 +178,7 @@ def draw_from_prior(model: str | Spec, samples: pd.DataFrame, design: str, n_gen
         base_mean = (mean / sf[None, :]).mean(axis=1)
     counts = spec.likelihood.replicate(np.exp(eta), params, rng)
     frame = pd.DataFrame(np.asarray(counts, dtype=np.int64), index=ones.index, columns=samples.index)
-    data = CountData.from_pandas(frame, samples, design, size_factors=sf)
+    data = prepare(frame)
     truth["beta"] = pd.DataFrame(theta[:, :P], index=ones.index, columns=list(lay.coef))
     if lay.re_coef:
         truth["re"] = pd.DataFrame(theta[:, P:C], index=ones.index, columns=list(lay.re_coef))
@@ -292,15 +302,15 @@ def sbc(model: str | Spec, samples: pd.DataFrame, design: str, n_genes: int = 20
     >>> int(summary.set_index("coord").loc["group[T.B]", "n"])
     200
     """
-    unsupported = sorted({"dispersion_by", "zero_design"} & set(fit_kwargs))
-    if unsupported:
-        raise InputError(f"sbc draws genes without {unsupported} (not supported yet); leave them out")
+    # The draws carry these, and the fit takes them from the data.
+    options = {k: fit_kwargs.pop(k) for k in ("dispersion_by", "zero_design") if k in fit_kwargs}
     spec = load_spec(model, priors)
     root = np.random.SeedSequence(random_seed)
     parts = []
     for i, seq in enumerate([root] if n_datasets == 1 else root.spawn(n_datasets)):
         seeds = seq.generate_state(3)
-        drawn = draw_from_prior(spec, samples, design, n_genes=n_genes, hyper=hyper, random_seed=int(seeds[0]))
+        drawn = draw_from_prior(spec, samples, design, n_genes=n_genes, hyper=hyper, random_seed=int(seeds[0]),
+                                **options)
         res = _fit(drawn.data, model=spec, method=method, random_seed=int(seeds[1]), **fit_kwargs)
         ranks = sbc_ranks(res, drawn.truth, random_seed=int(seeds[2]))
         if n_datasets > 1:

@@ -143,3 +143,10 @@ def test_sbc_writes_summary_ranks_and_plot(tmp_path, capsys):
     out2 = tmp_path / "sbc2.csv"
     rc = main(["sbc", str(samples), "--design", "~ condition", "--genes", "300", "--out", str(out2), "--quiet"])
     assert rc == 2 and "condition" in capsys.readouterr().err and not out2.exists()
+    # Zero-part covariates are drawn and fitted: their coefficients are ranked too.
+    out3 = tmp_path / "sbc3.csv"
+    rc = main(["sbc", str(samples), "--design", "~ group", "--model", "zinb_trend", "--zero-design", "~ group",
+               "--genes", "200", "--out", str(out3), "--quiet"])
+    assert rc == 0
+    zero = pd.read_csv(out3).query("variable == 'logit_zero'")
+    assert set(zero.coord) == {"Intercept", "group[T.B]"}

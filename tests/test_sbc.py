@@ -47,14 +47,18 @@ CASES = {
     "zinb": (_TIDY, "~ group + x", 2000, None, _ZERO),
     "hurdle": (_TIDY, "~ group + x", 2000, None, _ZERO),
     "poisson_glm": (_TIDY, "~ group + x", 2000, None, {k: v for k, v in _MODERATE.items() if k != "dispersion"}),
+    # Options of the fit, drawn too: per-group dispersions (B's trend shifted up by 0.5 on
+    # the log scale) and a zero probability that differs by group.
+    "nb_trend dispersion_by": (BULK, "~ group", 2000, {"disp_shift": 0.5}, SBC_PRIORS, {"dispersion_by": "group"}),
+    "zinb_trend zero_design": (BULK, "~ group", 2000, None, SBC_PRIORS, {"zero_design": "~ group"}),
 }
 
 
 @pytest.fixture(scope="module", params=list(CASES))
 def calibration(request):
-    samples, design, n_genes, hyper, priors = CASES[request.param]
-    summary, _ = sbc(request.param, samples, design, n_genes=n_genes, method="map", hyper=hyper, priors=priors,
-                     random_seed=11)
+    samples, design, n_genes, hyper, priors, *options = CASES[request.param]
+    summary, _ = sbc(request.param.split()[0], samples, design, n_genes=n_genes, method="map", hyper=hyper,
+                     priors=priors, random_seed=11, **(options[0] if options else {}))
     return request.param, summary.set_index(["variable", "coord"])
 
 
@@ -85,10 +89,11 @@ def test_zero_part_ranks_are_near_uniform(calibration):
     name, summary = calibration
     if "logit_zero" not in summary.index.get_level_values(0):
         pytest.skip("no zero part")
-    row = summary.loc[("logit_zero", "logit_zero")]
-    assert row.cover_90 >= 0.865, row.cover_90
-    assert abs(row.cover_50 - 0.5) <= 0.04, row.cover_50
-    assert abs(row.mean_rank - 0.5) <= 0.035, row.mean_rank
+    # One zero logit per gene, or its coefficients with zero_design.
+    for coord, row in summary.loc["logit_zero"].iterrows():
+        assert row.cover_90 >= 0.865, (coord, row.cover_90)
+        assert abs(row.cover_50 - 0.5) <= 0.04, (coord, row.cover_50)
+        assert abs(row.mean_rank - 0.5) <= 0.035, (coord, row.mean_rank)
 
 
 def test_draws_follow_the_requested_hyperparameters():
@@ -101,8 +106,12 @@ def test_draws_follow_the_requested_hyperparameters():
     assert np.mean(np.abs(lfc) < 0.1) == pytest.approx(0.8, abs=0.03)
     with pytest.raises(InputError, match="unknown hyperparameters"):
         draw_from_prior("nb_trend", BULK, "~ group", n_genes=10, hyper={"zi_mu": 0.0})
-    with pytest.raises(InputError, match="dispersion_by"):
-        sbc("nb_trend", BULK, "~ group", n_genes=10, dispersion_by="group")
+    # Per-group dispersions follow the trend shifted by disp_shift (B's 0.7 above A's).
+    d = draw_from_prior("nb_trend", BULK, "~ group", n_genes=3000, priors=SBC_PRIORS, dispersion_by="group",
+                        hyper={"disp_shift": 0.7}, random_seed=3)
+    log_disp = d.truth["log_dispersion"]
+    assert d.data.dispersion_groups.levels == ("A", "B")
+    assert (log_disp.iloc[:, 1] - log_disp.iloc[:, 0]).mean() == pytest.approx(0.7, abs=0.05)
 
 
 def test_hyperparameters_can_come_from_their_hyperpriors():
