@@ -249,12 +249,18 @@ def _hdi_cells(w, mean, sd, live, target, n_grid, lo, hi):  # pragma: no cover -
     mass = np.empty(n_grid)
     sqrt2 = math.sqrt(2.0)
     for g in range(G):
-        a, b = np.inf, -np.inf
+        a, b, broken = np.inf, -np.inf, False
         for c in range(C):
             if live[g, c]:
+                broken |= not (math.isfinite(mean[g, c]) and math.isfinite(sd[g, c]) and sd[g, c] > 0.0)
                 a = min(a, mean[g, c] - 7.0 * sd[g, c])
                 b = max(b, mean[g, c] + 7.0 * sd[g, c])
         step = (b - a) / n_grid
+        if broken or not (math.isfinite(step) and step > 0.0):
+            # A gene with a component that is not finite (or of zero width) has no HDI.
+            lo[g] = np.nan
+            hi[g] = np.nan
+            continue
         mass[:] = 0.0
         for c in range(C):
             if not live[g, c]:

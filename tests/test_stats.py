@@ -49,3 +49,12 @@ def test_mixture_hdi_matches_a_fine_grid():
     # One normal, exactly: the interval is mean +- z sd to within a cell.
     _, _, _, lo, hi = mixture_summary(np.ones((1, 1)), np.zeros((1, 1)), np.ones((1, 1)), 0.95)
     np.testing.assert_allclose([lo[0], hi[0]], [-1.96, 1.96], atol=14 / 256)
+
+
+def test_mixture_hdi_of_a_broken_gene_is_nan_not_garbage():
+    w = np.array([[0.5, 0.5], [1.0, 0.0]])
+    mean = np.array([[0.0, np.nan], [0.0, 0.0]])
+    sd = np.array([[1.0, 1.0], [1.0, 1.0]])
+    _, _, _, lo, hi = mixture_summary(w, mean, sd, 0.9)
+    assert np.isnan(lo[0]) and np.isnan(hi[0])
+    np.testing.assert_allclose([lo[1], hi[1]], [-1.645, 1.645], atol=14 / 256)
