@@ -1,5 +1,7 @@
 """Model checking: chunked log-likelihood, per-gene LOO/WAIC, template comparison, Pareto-k outliers, PPCs."""
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -54,7 +56,10 @@ def test_waic_and_loo_against_hand_calculation(half_zi):
     assert w.elpd == pytest.approx((lppd - p).sum(), rel=1e-12)
     assert w.se == pytest.approx(np.sqrt(ll[0].size * np.var(lppd - p)), rel=1e-12)
     lo = bc.loo(res)
-    ref = azs.loo(res.idata, var_name="counts", pointwise=True, reff=1.0)
+    with warnings.catch_warnings():
+        # NB fits of half zero-inflated genes have some k > 0.6 (expected here); the reference warns.
+        warnings.filterwarnings("ignore", message="Estimated shape parameter of Pareto", category=UserWarning)
+        ref = azs.loo(res.idata, var_name="counts", pointwise=True, reff=1.0)
     assert lo.elpd == pytest.approx(ref.elpd, rel=1e-10)
     np.testing.assert_allclose(lo.pointwise["pareto_k"].values, ref.pareto_k.transpose("gene", "obs").values,
                                rtol=1e-10)
