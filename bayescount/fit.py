@@ -13,7 +13,7 @@ import xarray as xr
 
 from .data import CountData
 from .errors import InputError
-from .fit_map import MapState, fit_map, laplace_draws, pointwise_loglik
+from .fit_map import MapState, fit_map, laplace_draws, pointwise_loglik, smooth_node_draws
 from .model import build_model, layout
 from .result import Fit, package_versions
 from .spec import Spec, load_spec
@@ -188,8 +188,9 @@ def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec) -> 
     post = {"beta": (("chain", "draw", "gene", "coef"), theta[None, :, :, :P])}
     if lay.re_terms:
         post["re"] = (("chain", "draw", "gene", "re_coef"), theta[None, :, :, P:L])
-        # Each draw's scales are its slot's quadrature node.
-        log_sd = state.re_log_sd[np.arange(data.n_genes)[None, :], slot]  # (draw, gene, T)
+        # Each draw's scales start at its slot's quadrature node, smoothed into a continuous
+        # posterior with the nodes' mean and variance (their own draws are discrete).
+        log_sd = smooth_node_draws(state.re_log_sd, state.weights, slot, [seed, 1])  # (draw, gene, T)
         post["log_re_sd"] = (("chain", "draw", "gene", "re_term"), log_sd[None])
         post["re_sd"] = (("chain", "draw", "gene", "re_term"), np.exp(log_sd)[None])
     for pname, cols in lay.param_cols.items():

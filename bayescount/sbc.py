@@ -55,7 +55,8 @@ SBC_PRIORS = {"intercept": {"mu": float(np.log(100.0)), "sigma": 1.5}}
 
 #: Posterior draws of these coordinates are quadrature nodes on the MAP path (a discrete
 #: approximation whose ranks cannot be uniform): they are ranked on the other paths only.
-NODE_COORDINATES = ("log_dispersion", "log_re_sd")
+#: (Random-effect log sds are drawn smoothed around their nodes and are ranked.)
+NODE_COORDINATES = ("log_dispersion",)
 
 
 @dataclass
