@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 from scipy.special import expit, logit
 
-import bayescount as bc
 from bayescount.cli import main
 from bayescount.regress import parse_formula, regress
 
