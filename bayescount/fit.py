@@ -185,11 +185,6 @@ def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec) -> 
     genes = np.asarray(data.genes, dtype=object)
     P, L = lay.n_coef, lay.n_linear
     theta, slot = laplace_draws(state, draws, seed, return_slots=True)  # (draw, gene, K), (draw, gene)
-    # Gene parameters integrated by quadrature (the log-dispersions) sit at their slot's node in
-    # every draw: smoothed into a continuous posterior with the nodes' mean and variance.
-    nodal = [k for k in lay.integrated if k < theta.shape[2]]
-    if nodal:
-        theta[:, :, nodal] = smooth_node_draws(state.mode[:, :, nodal], state.weights, slot, [seed, 2])
     post = {"beta": (("chain", "draw", "gene", "coef"), theta[None, :, :, :P])}
     if lay.re_terms:
         post["re"] = (("chain", "draw", "gene", "re_coef"), theta[None, :, :, P:L])

@@ -53,11 +53,10 @@ DEFAULT_HYPER = {"a0": 0.05, "a1": 1.0, "sigma_d": 0.5, "zi_mu": -1.5, "zi_sigma
 #: which share their prior) at realistic log mean counts.
 SBC_PRIORS = {"intercept": {"mu": float(np.log(100.0)), "sigma": 1.5}}
 
-#: Posterior draws of these coordinates would be quadrature nodes on the MAP path (a discrete
-#: approximation whose ranks cannot be uniform) and would not be ranked there. None are: the
-#: log-dispersions and random-effect log sds are drawn smoothed around their nodes
-#: (:func:`bayescount.fit_map.smooth_node_draws`).
-NODE_COORDINATES: tuple[str, ...] = ()
+#: Posterior draws of these coordinates are quadrature nodes on the MAP path (a discrete
+#: approximation whose ranks cannot be uniform): they are ranked on the other paths only.
+#: (Random-effect log sds are drawn smoothed around their nodes and are ranked.)
+NODE_COORDINATES = ("log_dispersion",)
 
 
 @dataclass

@@ -84,17 +84,6 @@ def test_ranks_of_coefficients_and_effects_are_uniform(calibration):
         _assert_uniform(summary.loc[("log_re_sd", "1|donor")], f"{name} donor log sd")
 
 
-def test_dispersion_ranks_are_uniform(calibration):
-    """Log-dispersions are quadrature nodes on the MAP path; their draws are the nodes smoothed
-    (fit_map.smooth_node_draws). Ranked at the nodes themselves, KS was 0.12 (nb_trend) and 0.26
-    (nb_donor, whose 50% intervals covered 0.008)."""
-    name, summary = calibration
-    if "log_dispersion" not in summary.index.get_level_values(0):
-        pytest.skip("no dispersion")
-    for coord, row in summary.loc["log_dispersion"].iterrows():
-        _assert_uniform(row, f"{name} log-dispersion {coord}", cover_tol=(0.05, 0.03))
-
-
 def test_zero_part_ranks_are_near_uniform(calibration):
     """The zero logit's Laplace approximation is a normal around a skewed posterior: its ranks
     lean low (mean 0.47-0.48) but its intervals cover 0.88-0.90. Before its hyperparameters came
