@@ -32,7 +32,9 @@ def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None, logp: bool = T
     parameter ``q``; default all), so a fit with the log-dispersion held at a
     quadrature node does not pay for its digamma and trigamma terms; without
     ``logp`` the kernel returns the derivatives only (a Newton step that does
-    not need the log-likelihood then skips its log-gamma terms).
+    not need the log-likelihood then skips its log-gamma terms); with
+    ``logp="split"`` its value leaves out the eta-free terms
+    (``lik.kernel_logp_split``).
     """
     key = (repr(lik), inputs, logp)
     if key in _LIK_CACHE:
@@ -43,6 +45,10 @@ def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None, logp: bool = T
     eta = pt.dmatrix("eta")
     ps = [pt.dmatrix(n) for n in lik.gene_params]
     lp = lik.kernel_logp(y, eta, dict(zip(lik.gene_params, ps)))
+    if logp == "split":
+        # The gene parameters are held: the eta-free normalizer is left out of the value
+        # (the caller adds it, computed once per parameter value); derivatives are the same.
+        lp_out = lik.kernel_logp_split(y, eta, dict(zip(lik.gene_params, ps)))[0]
     every = [eta, *ps]
     wrt = every if inputs is None else [every[i] for i in inputs]
     # Some pairs are disconnected (a hurdle's zero part ignores eta): their derivatives are zero.
@@ -58,11 +64,11 @@ def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None, logp: bool = T
     level = rewrite_log.level
     rewrite_log.setLevel(logging.CRITICAL)
     try:
-        outputs = [lp, *d1, *d2] if logp else [*d1, *d2]
+        outputs = [lp_out if logp == "split" else lp, *d1, *d2] if logp else [*d1, *d2]
         full = pytensor.function([y, eta, *ps], outputs, mode="NUMBA", on_unused_input="ignore")
     finally:
         rewrite_log.setLevel(level)
-    if inputs is not None or not logp:
+    if inputs is not None or logp is not True:
         _LIK_CACHE[key] = (full, time.perf_counter() - t0)
         return _LIK_CACHE[key]
     value = pytensor.function([y, eta, *ps], lp.sum(axis=1), mode="NUMBA")
@@ -140,8 +146,28 @@ class GeneProblem:
             return np.einsum("gn,na,nb->gab", h, A, B, optimize=True)
         return (h @ outer).reshape(h.shape[0], A.shape[1], B.shape[1])
 
+    def normalizer(self, theta, rows):
+        """Per-gene sum of the likelihood's eta-free terms at ``theta``'s gene parameters, or None.
+
+        None where the likelihood part does not split its log-density
+        (:meth:`~bayescount.parts._Likelihood.kernel_logp_split`).
+        """
+        key = (repr(self.lik), "normalizer")
+        if key not in _LIK_CACHE:
+            y = pt.dmatrix("y")
+            ps = [pt.dmatrix(n) for n in self.lik.gene_params]
+            split = self.lik.kernel_logp_split(y, pt.zeros_like(y), dict(zip(self.lik.gene_params, ps)))
+            _LIK_CACHE[key] = None if split is None else pytensor.function(
+                [y, *ps], pt.broadcast_to(split[1], y.shape), mode="NUMBA", on_unused_input="ignore")
+        fn = _LIK_CACHE[key]
+        if fn is None:
+            return None
+        params = self._eta_params(theta, rows)[1]
+        out = fn(self.y[rows], *params)
+        return np.sum(out if self.w is None else self.w[rows] * out, axis=1)
+
     def _kernel(self, inputs, logp):
-        if inputs is None and logp:
+        if inputs is None and logp is True:
             return self.full
         if (inputs, logp) not in self._partial:
             fn, seconds = likelihood_kernel(self.lik, inputs, logp)
@@ -149,18 +175,24 @@ class GeneProblem:
             self.compile_seconds += seconds
         return self._partial[inputs, logp]
 
-    def derivs(self, theta, rows, loc, scale, held=(), need_ll=True):
+    def derivs(self, theta, rows, loc, scale, held=(), need_ll=True, normalizer=None):
         """Log-likelihood, gradient and Hessian of the log posterior at ``theta`` (``rows``).
 
         ``held`` lists gene parameters (indices into ``lik.gene_params``) held
         fixed by the caller: their gradient entries and Hessian rows are left at
         zero (prior terms aside) and the kernel skips their derivatives.
         Without ``need_ll`` the log-likelihood is not computed (None).
+        ``normalizer``: with every gene parameter held, :meth:`normalizer` at
+        them (genes ``rows``); the kernel then skips the eta-free terms.
         """
         P, Q, X = self.P, self.Q, self.X
         inputs = tuple(i for i in range(1 + Q) if i - 1 not in held)
+        split = need_ll and normalizer is not None
+        if split and inputs != (0,):
+            raise ValueError("a normalizer applies only with every gene parameter held")
         eta, params = self._eta_params(theta, rows)
-        out = list(self._kernel(None if len(inputs) == 1 + Q else inputs, need_ll)(self.y[rows], eta, *params))
+        kind = "split" if split else need_ll
+        out = list(self._kernel(None if len(inputs) == 1 + Q else inputs, kind)(self.y[rows], eta, *params))
         if not need_ll:
             out.insert(0, None)
         if self.w is not None:
@@ -198,7 +230,9 @@ class GeneProblem:
         prec = 1.0 / scale[rows] ** 2
         g -= (theta - loc[rows]) * prec
         H[:, np.arange(self.K), np.arange(self.K)] -= prec
-        return (None if lp is None else lp.sum(axis=1)), g, H
+        if lp is None:
+            return None, g, H
+        return lp.sum(axis=1) + (normalizer if split else 0.0), g, H
 
 
 def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=None):

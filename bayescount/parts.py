@@ -91,6 +91,16 @@ class _Likelihood:
         """Elementwise log-density that the MAP kernels differentiate: ``dist``'s own logp by default."""
         return pm.logp(self.dist(eta, params), value)
 
+    def kernel_logp_split(self, value, eta, params):
+        """``kernel_logp`` as ``(terms with eta, terms without)``, or None where a part does not split it.
+
+        With the gene parameters held (quadrature nodes of a random-effect
+        scale that share one dispersion), the eta-free terms (the log-gamma
+        normalizers, the costly part) are the same at every node and are
+        computed once.
+        """
+        return None
+
     def observe(self, name, eta, columns, observed, dims, **extra):
         """The observed variable; ``columns`` holds each gene parameter broadcastable to (gene, obs).
 
@@ -125,12 +135,17 @@ def _nb_kernel_terms(value, eta, log_disp):
     (tiny dispersions) loses no precision: ``r log(r / (r + mu))`` would
     cancel there.
     """
+    with_eta, normalizer = _nb_kernel_split(value, eta, log_disp)
+    return normalizer + with_eta, -pt.exp(-log_disp) * pt.log1p(pt.exp(log_disp + eta))
+
+
+def _nb_kernel_split(value, eta, log_disp):
+    """The NB log-density's terms with ``eta`` and its eta-free normalizer, summing to it."""
     size = pt.exp(-log_disp)
     log1p_am = pt.log1p(pt.exp(log_disp + eta))
-    log_p0 = -size * log1p_am
     # lgamma(value + size) - lgamma(size) - lgamma(value + 1), as short products for small counts.
-    lp = log_rising(value, size) - log_rising(value, 1.0) + log_p0 + value * (log_disp + eta - log1p_am)
-    return lp, log_p0
+    normalizer = log_rising(value, size) - log_rising(value, 1.0)
+    return -size * log1p_am + value * (log_disp + eta - log1p_am), normalizer
 
 
 @dataclass(frozen=True)
@@ -149,6 +164,9 @@ class NegativeBinomial(_Likelihood):
 
     def kernel_logp(self, value, eta, params):
         return _nb_kernel_terms(value, eta, params["log_dispersion"])[0]
+
+    def kernel_logp_split(self, value, eta, params):
+        return _nb_kernel_split(value, eta, params["log_dispersion"])
 
     def mean_var(self, mu, params):
         """Mean and variance of the counts (numpy), for Pearson residuals."""

@@ -109,21 +109,24 @@ TRUST_GAIN = 2.0
 MAX_EXTRA_STEPS = 30
 
 
-def _node_fit(prob, th, rows, loc, scale, cond, n_steps):
+def _node_fit(prob, th, rows, loc, scale, cond, n_steps, normalizer=None):
     """``n_steps`` Newton steps on the block ``cond`` of ``th`` (the rest held), in place.
 
     Returns the conditional mode, its log posterior from the last step's
     quadratic model (the block's prior included), the block's precision and
     its log-determinant. Genes whose block Hessian is not positive definite
     get NaN there, which marks the node as unusable; their parameters stay
-    finite, since the kernels refuse NaN.
+    finite, since the kernels refuse NaN. ``normalizer``: the likelihood's
+    eta-free terms at the held gene parameters (:meth:`GeneProblem.normalizer`),
+    when every gene parameter is held and nodes share them.
     """
     # Gene parameters entirely outside the block sit at the node: their derivatives are not needed.
     held = tuple(q for q, c in enumerate(prob.cols) if not np.isin(c, cond).any())
     b_loc, b_scale = loc[rows][:, cond], scale[rows][:, cond]
 
     def newton_step(sel, need_ll):
-        ll, g, H = prob.derivs(th[sel], rows[sel], loc, scale, held=held, need_ll=need_ll)
+        ll, g, H = prob.derivs(th[sel], rows[sel], loc, scale, held=held, need_ll=need_ll,
+                               normalizer=None if normalizer is None else normalizer[sel])
         A = -H[:, cond[:, None], cond[None, :]]
         with np.errstate(invalid="ignore", divide="ignore"):
             L = cholesky(A)
@@ -364,6 +367,10 @@ def scale_nodes(prob, theta, loc, wscale, re_cols, term_of, q_mean, q_sd, cond, 
     prec = np.empty((G, N, m, m))
     n_re = D - len(fixed)
     order = np.argsort(np.abs(X).sum(axis=1), kind="stable")
+    # With every gene parameter at a node value, nodes that share those values share the
+    # likelihood's eta-free terms (for the NB its log-gamma terms, most of a kernel's cost).
+    shared = {q for q, c in enumerate(prob.cols) if np.isin(c, cond).any()} == set()
+    normalizers: dict = {}
     for n, i in enumerate(order):
         # Start from the nearest node already fitted (the joint fit for the first).
         th = theta.copy()
@@ -373,8 +380,14 @@ def scale_nodes(prob, theta, loc, wscale, re_cols, term_of, q_mean, q_sd, cond, 
             th[:, k] = d[:, i, dim]
         sc = wscale.copy()
         sc[:, re_cols] = np.exp(d[:, i, :n_re][:, term_of])
+        norm = None
+        if shared and prob.Q:
+            key = tuple(X[i, n_re:])
+            if key not in normalizers:
+                normalizers[key] = prob.normalizer(th, rows)
+            norm = normalizers[key]
         # The integrated coordinates' own priors enter through node_prior, not f.
-        b[:, i], f, prec[:, i], logdet = _node_fit(prob, th, rows, loc, sc, cond, NODE_STEPS)
+        b[:, i], f, prec[:, i], logdet = _node_fit(prob, th, rows, loc, sc, cond, NODE_STEPS, norm)
         log_q = _log_normal(d[:, i], q_mean, q_sd).sum(axis=1)
         base[:, i] = f + 0.5 * m * _LOG2PI - 0.5 * logdet - log_q + logw[i]
     bad = ~np.isfinite(base) | ~np.all(np.isfinite(prec), axis=(2, 3))

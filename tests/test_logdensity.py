@@ -176,6 +176,14 @@ def test_kernel_logp_equals_scipy_at_extremes():
         lik = bc.load_spec(name).likelihood
         f = pytensor.function([yv, ev, dv, zv], lik.kernel_logp(yv, ev, params), mode="NUMBA", on_unused_input="ignore")
         np.testing.assert_allclose(f(y.astype(float), eta, log_disp, logit_zero), ref, rtol=1e-10, err_msg=name)
+        split = lik.kernel_logp_split(yv, ev, params)
+        if split is not None:
+            # The eta-free part computed once per dispersion node must add back to the density.
+            h = pytensor.function([yv, ev, dv, zv], [split[0] + split[1], split[1]], mode="NUMBA",
+                                  on_unused_input="ignore")
+            total, normalizer = h(y.astype(float), eta, log_disp, logit_zero)
+            np.testing.assert_allclose(total, ref, rtol=1e-10, err_msg=name)
+            np.testing.assert_allclose(h(y.astype(float), eta + 1.0, log_disp, logit_zero)[1], normalizer, rtol=0)
         # and the PyMC distribution the model uses agrees where it is exact
         import pymc as pm
 
