@@ -384,7 +384,8 @@ def _weak_fit(prob, data, lay, pr: _Priors, start=None, q=None, sliced=None):
                 q = scale_posterior(table, pr.loc_d, pr.scale_d)
         table = scale_nodes(*args, q[0], np.clip(q[1], sd_floor, np.maximum(sd_cap, pr.scale_d)), **kw)
     else:
-        table = dispersion_nodes(prob, theta, cov, rows, pr.loc, pr.wscale)
+        table = dispersion_nodes(prob, theta, cov, rows, pr.loc, pr.wscale,
+                                 null_coords=pr.slope_idx if pr.grid is not None else None)
     if sliced is not None:
         table.slices = likelihood_slices(prob, theta, cov, sliced)
     return theta, cov, table, conv & pd_ok & table.ok, n_iter

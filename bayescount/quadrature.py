@@ -52,6 +52,10 @@ class NodeTable:
     w_prec: np.ndarray
     #: (nodes, log weights), (G, N_SLICE) each, of :func:`likelihood_slices`, when asked for.
     slices: tuple | None = None
+    #: (G, N) exact minus Gaussian-model log density where the slopes are zero (the null), and
+    #: the slopes' positions in the block; see :func:`_null_gap`.
+    null_gap: np.ndarray | None = None
+    null_pos: np.ndarray | None = None
 
 
 def _log_normal(x, loc, scale):
@@ -169,7 +173,40 @@ def _safeguarded_step(prob, th, rows, sel, cond, step, ll, b_loc, b_scale, loc, 
         t[todo] *= 0.5
 
 
-def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int | None = None) -> NodeTable:
+def _null_gap(prob, th, rows, loc, wscale, cond, s_pos, b, f, A):
+    """Exact minus Gaussian-model log density of the block at its slopes' zero, (G,).
+
+    The closed-form prior swap (:func:`component_slots`) reads every
+    component's evidence off the node's Gaussian model of the block (mode
+    ``b``, value ``f``, precision ``A``). A narrow component near zero (the
+    null) weighs the likelihood where the slopes are zero, several sds from
+    the mode for a gene with an apparent effect; there the NB log-likelihood
+    in a log mean falls off more slowly than the quadratic (it is linear in
+    the tails), so the model understates the null's evidence and the lfsr.
+    The other coordinates are re-fitted with the slopes at zero (one Newton
+    step from the Gaussian conditional mean) and the difference of the two
+    log densities there is returned (0 where the re-fit fails).
+    """
+    r_pos = np.setdiff1d(np.arange(cond.size), s_pos)
+    A_rr = A[:, r_pos[:, None], r_pos[None, :]]
+    A_rs = A[:, r_pos[:, None], s_pos[None, :]]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        x = b.copy()
+        x[:, r_pos] += np.linalg.solve(A_rr, A_rs @ b[:, s_pos, None])[..., 0]
+        x[:, s_pos] = 0.0
+        step = x - b
+        model = f - 0.5 * np.einsum("gi,gij,gj->g", step, A, step)
+    ok = np.all(np.isfinite(x), axis=1) & np.isfinite(model)
+    th0 = th.copy()
+    th0[:, cond] = np.where(ok[:, None], x, b)
+    _, f_r, _, _ = _node_fit(prob, th0, rows, loc, wscale, cond[r_pos], 1)
+    exact = f_r + _log_normal(0.0, loc[rows][:, cond[s_pos]], wscale[rows][:, cond[s_pos]]).sum(axis=1)
+    gap = exact - model
+    return np.where(ok & np.isfinite(gap), gap, 0.0)
+
+
+def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int | None = None,
+                     null_coords=None) -> NodeTable:
     """Quadrature nodes around a joint fit ``theta`` (covariance ``cov``) under the weak prior ``wscale``.
 
     The first gene parameter (the log-dispersion) is integrated over; the
@@ -181,6 +218,9 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int | None = 
     is the NB coefficients alone (their log-likelihood is concave and nearly
     quadratic there: at 20,000 x 12 the LFCs and lfsrs move by at most 0.002
     and 0.0007 against two steps), two when it holds a zero-part logit.
+    ``null_coords``: the slopes of an LFC prior with components near zero;
+    each node then also carries the Gaussian model's error where they are
+    zero (:func:`_null_gap`).
     """
     P, K = prob.P, prob.K
     cond = conditional_block(P, K)
@@ -204,12 +244,26 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int | None = 
     base = np.empty((G, N_NODES))
     b = np.empty((G, N_NODES, m))
     prec = np.empty((G, N_NODES, m, m))
+    s_pos = None if null_coords is None else np.flatnonzero(np.isin(cond, null_coords))
+    gap = None if s_pos is None or not s_pos.size else np.zeros((G, N_NODES))
+    if gap is not None:
+        # Only genes whose slopes sit 1.5-8 sds from zero: nearer, the Gaussian model is
+        # accurate at zero; farther, the null's weight is nil either way.
+        sc = np.asarray(null_coords)
+        cs = cov[:, sc[:, None], sc[None, :]]
+        finite = np.all(np.isfinite(cs), axis=(1, 2))
+        cs = np.where(finite[:, None, None], cs, np.eye(sc.size))
+        z2 = np.einsum("gi,gij,gj->g", theta[:, sc], np.linalg.pinv(cs), theta[:, sc])
+        near = np.flatnonzero(finite & np.isfinite(z2) & (z2 > 1.5**2) & (z2 < 8.0**2))
     for i in range(N_NODES):
         th = theta.copy()
         step_d = d[:, i] - theta[:, P]
         th[:, P] = d[:, i]
         th[:, cond] += slope * step_d[:, None]
         b[:, i], f, prec[:, i], logdet = _node_fit(prob, th, rows, loc, wscale, cond, n_steps)
+        if gap is not None and near.size:
+            gap[near, i] = _null_gap(prob, th[near], rows[near], loc, wscale, cond, s_pos, b[near, i], f[near],
+                                     prec[near, i])
         log_q = _log_normal(d[:, i], theta[:, P], sd_q)
         base[:, i] = f + 0.5 * m * _LOG2PI - 0.5 * logdet - log_q + np.log(_GH_W[i] / np.sqrt(np.pi))
     ok = np.all(np.isfinite(base), axis=1) & np.all(np.isfinite(b), axis=(1, 2))
@@ -222,7 +276,10 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int | None = 
         b[bad] = theta[bad][:, None, cond]
         cov_b = np.where(np.isfinite(cov[bad]), cov[bad], 0.0)[np.ix_(np.arange(bad.size), cond, cond)]
         prec[bad] = np.linalg.inv(cov_b + 1e-9 * np.eye(m))[:, None]
-    return NodeTable(d[:, :, None], base, b, prec, ok, bl, 1.0 / bs**2)
+        if gap is not None:
+            gap[bad] = 0.0
+    return NodeTable(d[:, :, None], base, b, prec, ok, bl, 1.0 / bs**2, null_gap=gap,
+                     null_pos=None if gap is None else s_pos)
 
 
 def component_slots(table: NodeTable, comp_prec):
@@ -248,6 +305,15 @@ def component_slots(table: NodeTable, comp_prec):
     _slots_kernel(np.ascontiguousarray(table.prec, f), np.ascontiguousarray(table.b, f),
                   np.ascontiguousarray(table.loc_b, f), np.ascontiguousarray(table.w_prec, f),
                   np.ascontiguousarray(comp_prec, f), log_ratio, mean)
+    if table.null_gap is not None:
+        # A component's evidence takes the Gaussian model's error at the slopes' zero in
+        # proportion to the cube of how far its posterior mean moves there from the node's
+        # mode (the leading error of a quadratic model is cubic): all of it for the null,
+        # none for a wide component whose mean stays at the mode.
+        bs = table.b[:, :, None, table.null_pos]  # (G, N, 1, S)
+        toward = np.sum((mean[..., table.null_pos] - bs) * -bs, axis=-1)
+        t = np.clip(toward / np.maximum(np.sum(bs * bs, axis=-1), 1e-300), 0.0, 1.0)
+        log_ratio += table.null_gap[:, :, None] * t**3
     return log_ratio, mean
 
 
