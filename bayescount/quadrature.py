@@ -192,7 +192,10 @@ def _null_gap(prob, th, rows, loc, wscale, cond, s_pos, b, f, A):
     A_rs = A[:, r_pos[:, None], s_pos[None, :]]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         x = b.copy()
-        x[:, r_pos] += np.linalg.solve(A_rr, A_rs @ b[:, s_pos, None])[..., 0]
+        try:
+            x[:, r_pos] += np.linalg.solve(A_rr, A_rs @ b[:, s_pos, None])[..., 0]
+        except np.linalg.LinAlgError:  # a singular block somewhere: no correction for any gene
+            return np.zeros(b.shape[0])
         x[:, s_pos] = 0.0
         step = x - b
         model = f - 0.5 * np.einsum("gi,gij,gj->g", step, A, step)
@@ -435,7 +438,7 @@ def scale_nodes(prob, theta, loc, wscale, re_cols, term_of, q_mean, q_sd, cond, 
     order = np.argsort(np.abs(X).sum(axis=1), kind="stable")
     # With every gene parameter at a node value, nodes that share those values share the
     # likelihood's eta-free terms (for the NB its log-gamma terms, most of a kernel's cost).
-    shared = {q for q, c in enumerate(prob.cols) if np.isin(c, cond).any()} == set()
+    shared = not any(np.isin(c, cond).any() for c in prob.cols)
     normalizers: dict = {}
     for n, i in enumerate(order):
         # Start from the nearest node already fitted (the joint fit for the first).
