@@ -99,7 +99,8 @@ def fit_chunked(data: CountData, store, model: str | Spec = "nb_trend", contrast
     """
     import zarr
 
-    from .fit_map import _estimate_hyper, _hyper_functions, _hyper_subset, _unpack_u
+    from .fit_map import _estimate_hyper, _hyper_subset
+    from .map_hyper import _hyper_functions, _unpack_u
     from .model import layout
     from .newton import GeneProblem
 
@@ -172,7 +173,8 @@ def chunk_result(part: CountData, spec_json: str, u, pi, seed: int, vec, hdi_pro
     import xarray as xr
 
     from .fit import _constant_data, _map_tree
-    from .fit_map import _fit_genes, _hyper_functions
+    from .fit_map import _fit_genes
+    from .map_hyper import _hyper_functions
     from .model import layout
     from .newton import GeneProblem
     from .result import Fit

@@ -13,7 +13,8 @@ import xarray as xr
 
 from .data import CountData
 from .errors import InputError
-from .fit_map import MapState, fit_map, laplace_draws, pointwise_loglik, smooth_node_draws
+from .fit_map import MapState, fit_map
+from .map_draws import laplace_draws, pointwise_loglik, smooth_node_draws
 from .model import build_model, layout
 from .result import Fit, package_versions
 from .spec import Spec, load_spec

@@ -18,17 +18,13 @@ import logging
 import time
 from dataclasses import dataclass, field
 
-import numba
 import numpy as np
-import pymc as pm
-import pytensor
-import pytensor.tensor as pt
-from pytensor.graph.traversal import ancestors
 from scipy import optimize
 
-from ._linalg import cholesky, one_blas_thread, spd_inverse
+from ._linalg import one_blas_thread, spd_inverse
 from .data import CountData
-from .model import Layout, layout, prior_loc_scale
+from .map_hyper import _bounds, _hyper_functions, _initial_u, _moved, _unpack_u
+from .model import Layout, layout
 from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries_from_cov
 from .progress import progress_bar
 from .quadrature import (component_slots, conditional_block, dispersion_nodes, likelihood_slices, node_prior,
@@ -38,7 +34,6 @@ from .stats import logsumexp, mixture_weights
 
 log = logging.getLogger(__name__)
 
-_HYPER_CACHE: dict = {}
 #: Prior sd of the slopes in the weak fits (no narrower than any prior component).
 WEAK_SCALE = 8.0
 HYPER_GENES = 2000
@@ -76,144 +71,6 @@ class MapState:
     re_log_sd: np.ndarray | None = None  # (G, C, T) random-effect log scales of each slot
     n_sweeps: int = 0
     timings: dict = field(default_factory=dict)
-
-
-# ------------------------------------------------------------------ compiled pieces
-@dataclass(frozen=True)
-class _HyperFns:
-    obj_fn: object  # (u, xhat, s2, mask, base_mean, qnodes, qlog, qmask, snodes, slog, smask) -> (criterion, gradient)
-    prior_fn: object  # (u, base_mean) -> (loc, scale), (G, K) each
-    driven: list  # coordinate groups sharing hyperparameters
-    n_u: int
-    sliced: int | None = None  # the hyper-driven coordinate summarized by likelihood slices, if any
-
-
-def _hyper_functions(spec: Spec, lay: Layout):
-    """Compile the prior (loc, scale) map and the marginal hyper-objective."""
-    key = (spec.hash, lay.coef, lay.re_coef, lay.re_term_of, lay.names)
-    if key in _HYPER_CACHE:
-        return _HYPER_CACHE[key]
-    u = pt.dvector("u")
-    base_mean = pt.dvector("base_mean")
-    xhat, s2, mask = pt.dmatrix("xhat"), pt.dmatrix("s2"), pt.dmatrix("mask")
-    # Quadrature data for the first gene parameter (log-dispersion): nodes, log integrand
-    # weights (likelihood / proposal x GH weight) and a per-gene mask.
-    qnodes, qlog, qmask = pt.dtensor3("qnodes"), pt.dmatrix("qlog"), pt.dvector("qmask")
-    # Likelihood slices of the zero part's logit (see quadrature.likelihood_slices): nodes,
-    # log integrand weights and a per-gene mask.
-    snodes, slog, smask = pt.dmatrix("snodes"), pt.dmatrix("slog"), pt.dvector("smask")
-    hyper, prior_lp, pos = {}, pt.constant(0.0), 0
-    for name, h in lay.scale_hyper.items():
-        n = 1 if h.size is None else h.size
-        uu = u[pos : pos + n] if h.size is not None else u[pos]
-        pos += n
-        hyper[name] = pt.exp(uu) if h.positive else uu
-        # Hyperprior on the natural scale, plus the log-Jacobian of exp for positive ones.
-        prior_lp = prior_lp + pm.logp(h.dist(), hyper[name]).sum() + (pt.sum(uu) if h.positive else 0.0)
-    G = base_mean.shape[0]
-    locs, scales = prior_loc_scale(spec, lay, hyper, base_mean)
-    loc = pt.stack([pt.broadcast_to(l, (G,)) for l in locs], axis=1)
-    scale = pt.stack([pt.broadcast_to(s, (G,)) for s in scales], axis=1)
-    # Coordinates driven by the same hyperparameters form one group.
-    groups: dict[frozenset, list[int]] = {}
-    for k, (l, s) in enumerate(zip(locs, scales)):
-        anc = set(map(id, ancestors([l, s])))
-        names = frozenset(n for n, v in hyper.items() if id(v) in anc)
-        if names:
-            groups.setdefault(names, []).append(k)
-    driven = [np.array(ks) for ks in groups.values()]
-    K = len(lay.names)
-    sliced = next((k for k in lay.sliced if any(k in ks for ks in driven)), None)
-    sd = pt.sqrt(scale[:, :K] ** 2 + s2)
-    ll = pt.sum(mask * (-0.5 * ((xhat - loc[:, :K]) / sd) ** 2 - pt.log(sd) - 0.5 * np.log(2 * np.pi)))
-    if lay.integrated:
-        idx = lay.integrated
-        q_loc, q_scale = loc[:, idx][:, None, :], scale[:, idx][:, None, :]
-        z = (qnodes - q_loc) / q_scale
-        log_prior = pt.sum(-0.5 * z**2 - pt.log(q_scale) - 0.5 * np.log(2 * np.pi), axis=2)
-        ll = ll + pt.sum(qmask * pt.logsumexp(qlog + log_prior, axis=1))
-    if sliced is not None:
-        s_loc, s_scale = loc[:, sliced][:, None], scale[:, sliced][:, None]
-        z = (snodes - s_loc) / s_scale
-        log_prior = -0.5 * z**2 - pt.log(s_scale) - 0.5 * np.log(2 * np.pi)
-        ll = ll + pt.sum(smask * pt.logsumexp(slog + log_prior, axis=1))
-    objective = -(ll + prior_lp)
-    mode = "FAST_RUN"
-    obj_fn = pytensor.function([u, xhat, s2, mask, base_mean, qnodes, qlog, qmask, snodes, slog, smask],
-                               [objective, pt.grad(objective, u, disconnected_inputs="ignore")], mode=mode,
-                               on_unused_input="ignore")
-    prior_fn = pytensor.function([u, base_mean], [loc, scale], mode=mode, on_unused_input="ignore")
-    _HYPER_CACHE[key] = _HyperFns(obj_fn, prior_fn, driven, pos, sliced)
-    return _HYPER_CACHE[key]
-
-
-def _initial_u(lay: Layout) -> np.ndarray:
-    start = {"tau": 0.5, "a0": 0.05, "a1": 0.5, "sigma_d": 1.0, "zi_mu": -3.0, "zi_sigma": 1.0,
-             "re_mu": np.log(0.3), "re_sigma": 0.5, "disp_shift": 0.0}
-    out = []
-    for name, h in lay.scale_hyper.items():
-        v = start.get(name, 1.0)
-        out.extend([np.log(v) if h.positive else v] * (1 if h.size is None else h.size))
-    return np.array(out, dtype=float)
-
-
-#: Largest move of a random-effect hyperparameter (log scale or mean) on one node table:
-#: the table's nodes sit where the previous hyperparameters put the genes' scales.
-RE_TRUST = 1.0
-
-
-#: Smallest scatter scale (sigma_d, re_sigma, zi_sigma) the MAP path estimates. A per-gene
-#: parameter's prior this narrow already pins it to the population value for every answer,
-#: while narrower ones fall between the quadrature nodes and the sweeps crawl after them.
-MIN_SCATTER = 0.01
-
-
-def _bounds(lay: Layout, u: np.ndarray) -> list[tuple[float, float]]:
-    out, pos = [], 0
-    for name, h in lay.scale_hyper.items():
-        for _ in range(1 if h.size is None else h.size):
-            lo, hi = -12.0, 8.0
-            if name in _SCALE_HYPER:
-                lo = np.log(MIN_SCATTER)
-            if name in ("re_mu", "re_sigma"):
-                lo, hi = max(lo, u[pos] - RE_TRUST), min(hi, u[pos] + RE_TRUST)
-            out.append((lo, hi))
-            pos += 1
-    return out
-
-
-#: Prior scales whose moves count on their own scale, not in log: once one heads for 0
-#: (no variation of that kind), its log keeps moving without changing any answer.
-_SCALE_HYPER = ("sigma_d", "re_sigma", "zi_sigma")
-
-
-def _moved(lay: Layout, u0: np.ndarray, u1: np.ndarray) -> float:
-    step, pos = np.abs(u1 - u0), 0
-    for name, h in lay.scale_hyper.items():
-        n = 1 if h.size is None else h.size
-        if name in _SCALE_HYPER:
-            step[pos : pos + n] = np.abs(np.exp(u1[pos : pos + n]) - np.exp(u0[pos : pos + n]))
-        pos += n
-    return float(step.max())
-
-
-def _unpack_u(lay: Layout, u: np.ndarray) -> dict[str, np.ndarray]:
-    out, pos = {}, 0
-    for name, h in lay.scale_hyper.items():
-        n = 1 if h.size is None else h.size
-        v = u[pos] if h.size is None else u[pos : pos + n]
-        out[name] = np.exp(v) if h.positive else np.asarray(v, dtype=float)
-        pos += n
-    return out
-
-
-def pack_u(lay: Layout, values: dict) -> np.ndarray:
-    """The optimizer's vector from natural-scale hyperparameters (inverse of :func:`_unpack_u`)."""
-    out = []
-    for name, h in lay.scale_hyper.items():
-        v = np.broadcast_to(np.asarray(values[name], dtype=float), (1 if h.size is None else h.size,))
-        out.extend(np.log(v) if h.positive else v)
-    return np.array(out, dtype=float)
 
 
 # ----------------------------------------------------------------------- the solver
@@ -600,96 +457,3 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
                      log_evidence=np.where(ok, log_evidence, np.nan), names=lay.names,
                      re_log_sd=re_log_sd)
     return state, u, pi
-
-
-def laplace_draws(state: MapState, draws: int, random_seed, return_slots: bool = False):
-    """Draws ``(draws, G, K)`` from each gene's mixture of Laplace approximations.
-
-    With ``return_slots`` also the slot each draw came from, ``(draws, G)``.
-    """
-    rng = np.random.default_rng(random_seed)
-    G, C, K = state.mode.shape
-    cdf = np.cumsum(state.weights, axis=1)
-    # Gene-major noise and output: each gene's draws are written in one contiguous run
-    # (draw-major writes touched a new page per draw and cost ~3x more).
-    u = rng.random((G, draws), dtype=np.float32)
-    # Coordinates fixed within every slot (the log-dispersion at its node) take no noise.
-    var = np.einsum("gckk->k", state.cov)
-    free = np.flatnonzero(var > 1e-10 * G * C)
-    z = rng.standard_normal((G, draws, free.size), dtype=np.float32)  # noise needs no float64
-    L = cholesky(state.cov[:, :, free[:, None], free[None, :]] + 1e-12 * np.eye(free.size))
-    out = np.empty((G, draws, K))
-    comp = np.empty((G, draws), dtype=np.int32)
-    _mixture_draws(cdf, np.ascontiguousarray(state.mode), np.ascontiguousarray(L), free, u, z, out, comp)
-    out = out.transpose(1, 0, 2)
-    return (out, comp.T) if return_slots else out
-
-
-#: Liu-West shrinkage of node draws (:func:`smooth_node_draws`): each draw keeps this share of
-#: its node's offset from the gene's posterior mean and takes normal noise for the rest.
-NODE_SMOOTHING = 0.8
-
-
-def smooth_node_draws(nodes, weights, slot, random_seed, a: float = NODE_SMOOTHING):
-    """Continuous draws of a quadrature-node coordinate with its posterior mean and variance.
-
-    ``nodes`` (G, S, T) hold each slot's node values, ``weights`` (G, S) the
-    slots' posterior weights and ``slot`` (draws, G) the slot of every draw.
-    Draws at the nodes themselves are a discrete approximation: their
-    intervals jump between nodes, and for random-effect sds (``nb_donor``, 4
-    donors per group) 95% HDIs covered 0.84-0.86 of the true sds and 80% HDIs
-    0.57-0.59. Liu and West's kernel ``a d + (1 - a) m + sqrt(1 - a^2) s z``
-    (``m``, ``s``: the node mixture's mean and sd, ``z`` standard normal)
-    smooths them into a continuous distribution with the same mean and
-    variance: the same HDIs then covered 0.94-0.95 and 0.79, and the sds'
-    simulation-based-calibration ranks were uniform (KS 0.017-0.038).
-    Random-effect sds do not enter the log-likelihood. Log-dispersions do, and
-    smoothing them (ranks uniform too) pulled LOO away from NUTS's (elpd
-    -17,033 against -17,013 on 300 genes, node draws -17,013): they are not smoothed.
-
-    Returns
-    -------
-    numpy.ndarray
-        (draws, G, T).
-    """
-    rng = np.random.default_rng(random_seed)
-    G = nodes.shape[0]
-    mean = np.einsum("gs,gst->gt", weights, nodes)
-    sd = np.sqrt(np.maximum(np.einsum("gs,gst->gt", weights, (nodes - mean[:, None]) ** 2), 0.0))
-    at_node = nodes[np.arange(G)[None, :], slot]  # (draws, G, T)
-    z = rng.standard_normal(at_node.shape)
-    return a * at_node + (1.0 - a) * mean[None] + np.sqrt(1.0 - a * a) * sd[None] * z
-
-
-@numba.njit(cache=True)
-def _mixture_draws(cdf, mode, L, free, u, z, out, comp):  # pragma: no cover - compiled
-    # One pass over (gene, draw): the slot is the first whose cumulative weight reaches u
-    # (as ``(u > cdf).sum()``), then mode + L z on the free coordinates.
-    G, D = u.shape
-    C = cdf.shape[1]
-    K = mode.shape[2]
-    F = free.size
-    for g in range(G):
-        for d in range(D):
-            c = 0
-            while c < C - 1 and u[g, d] > cdf[g, c]:
-                c += 1
-            comp[g, d] = c
-            for k in range(K):
-                out[g, d, k] = mode[g, c, k]
-            for a in range(F):
-                acc = 0.0
-                for b in range(a + 1):
-                    acc += L[g, c, a, b] * z[g, d, b]
-                out[g, d, free[a]] += acc
-
-
-def pointwise_loglik(spec: Spec, data: CountData, lay: Layout, theta_draws: np.ndarray) -> np.ndarray:
-    """Log-likelihood ``(draw, gene, obs)`` of Laplace draws ``(draw, gene, K)``."""
-    prob = GeneProblem(spec, data, lay)
-    rows = np.arange(data.n_genes)
-    out = np.empty((theta_draws.shape[0], data.n_genes, data.n_obs))
-    for d in range(theta_draws.shape[0]):
-        eta, params = prob._eta_params(theta_draws[d], rows)
-        out[d] = prob.pointwise(prob.y, eta, *params) * (1.0 if prob.w is None else prob.w)
-    return out

@@ -36,7 +36,7 @@ from scipy import stats
 from .data import CountData
 from .errors import InputError
 from .fit import fit as _fit
-from .fit_map import _hyper_functions, pack_u
+from .map_hyper import _hyper_functions, pack_u
 from .model import layout, param_design
 from .newton import linear_predictors
 from .spec import Spec, load_spec

@@ -58,7 +58,7 @@ def test_map_recovers_donor_scales(donor_fit):
     assert np.corrcoef(np.log(re.re_sd), np.log(truth))[0, 1] > 0.7
     assert 0.85 < np.median(re.re_sd / truth) < 1.15
     covered = (truth >= re.re_sd_hdi_low) & (truth <= re.re_sd_hdi_high)
-    # The sds' draws are their quadrature nodes smoothed (fit_map.smooth_node_draws); at the
+    # The sds' draws are their quadrature nodes smoothed (map_draws.smooth_node_draws); at the
     # nodes themselves these HDIs covered 0.83 (95%) and 0.05 (50%) of the 150 true sds.
     assert 0.88 < covered.mean() <= 0.99
     half = res.random_effects(hdi_prob=0.5)
