@@ -167,11 +167,6 @@ class _Priors:
             self.wscale[:, self.slope_idx] = wide
 
     @property
-    def prior_d(self):
-        """Prior means and sds of the integrated coordinates, (G, T) each."""
-        return self.loc_d, self.scale_d
-
-    @property
     def has_re(self) -> bool:
         return self.re_cols.size > 0
 
@@ -275,8 +270,8 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
     u = _initial_u(lay)
     theta, q, last_step = None, None, None
     sweeps = 0
+    pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
     while sweeps < max_sweeps and (hf.n_u or mix is not None):
-        pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
         theta, _, table, ok, _ = _weak_fit(prob, data, lay, pr, theta, q, sliced=hf.sliced)
         u_sweep, pi_sweep = u.copy(), None if pi is None else pi.copy()
         u, pi, _ = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
@@ -286,13 +281,14 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
             u = u_sweep + 0.5 * step
             step = 0.5 * step
         last_step = step
+        pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
         if pr.product_nodes:
             # The next table's nodes go where the new hyperparameters put each gene's scales and
             # dispersions (this table's nodes reweighted by the new prior). Placed under the old
             # prior, a shrinking scatter (sigma_d, re_sigma) crawled toward its optimum by a node
             # spacing per sweep: 15 sweeps instead of 7 with (1|donor) and 20% DE genes, and a
             # stop at sigma_d 0.14 (its truth 0) where the crawl slowed below SWEEP_TOL.
-            q = scale_posterior(table, *_Priors(hf.prior_fn, lay, u, data.base_mean).prior_d)
+            q = scale_posterior(table, pr.loc_d, pr.scale_d)
         sweeps += 1
         bar.advance()
         moved = _moved(lay, u_sweep, u) if hf.n_u else 0.0

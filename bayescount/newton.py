@@ -25,7 +25,7 @@ _LIK_CACHE: dict = {}
 MAX_STEP = 5.0
 INFO_FRACTION = 0.05
 
-def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None, logp: bool = True):
+def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None, logp: bool | str = True):
     """Compile ``(y, eta, *gene_params) -> (logp, d1..., d2...)`` elementwise.
 
     ``inputs`` picks the differentiated inputs (0: ``eta``, ``1 + q``: gene
