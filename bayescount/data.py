@@ -569,11 +569,12 @@ def compute_size_factors(counts: np.ndarray, method="ratio") -> np.ndarray:
 
 
 def _zero_level_flags(counts: np.ndarray, samples: pd.DataFrame, design: Design) -> np.ndarray:
-    flags = [[] for _ in range(counts.shape[0])]
+    out = np.full(counts.shape[0], "", dtype=object)
+    # Few genes are flagged: the strings are joined for those alone.
     for factor, levels in design.factors.items():
         col = samples[factor].astype(str).to_numpy()
         for lv in levels:
-            zero = counts[:, col == lv].sum(axis=1) == 0
-            for g in np.flatnonzero(zero):
-                flags[g].append(f"all_zero_in:{factor}={lv}")
-    return np.array([";".join(f) for f in flags], dtype=object)
+            zero = np.flatnonzero(counts[:, col == lv].sum(axis=1) == 0)
+            tag = f"all_zero_in:{factor}={lv}"
+            out[zero] = [f"{f};{tag}" if f else tag for f in out[zero]]
+    return out

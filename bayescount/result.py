@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 from dataclasses import dataclass
@@ -222,8 +223,8 @@ class Fit:
     def _flags(self) -> np.ndarray:
         flags = self.idata["constant_data"]["flags"].values.astype(str).astype(object)
         if self.has_group("map_stats"):
-            bad = ~self.idata["map_stats"]["converged"].values.astype(bool)
-            flags = np.array([";".join(x for x in (f, "map_not_converged" if b else "") if x) for f, b in zip(flags, bad)], dtype=object)
+            bad = np.flatnonzero(~self.idata["map_stats"]["converged"].values.astype(bool))
+            flags[bad] = [f"{f};map_not_converged" if f else "map_not_converged" for f in flags[bad]]
         return flags
 
     def gene_summary(self) -> pd.DataFrame:
@@ -445,6 +446,12 @@ class Fit:
 
 
 def package_versions() -> dict[str, str]:
+    """Versions of Python and the packages a result depends on (read once per process)."""
+    return dict(_package_versions())
+
+
+@functools.lru_cache(maxsize=1)
+def _package_versions() -> tuple:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
@@ -454,4 +461,4 @@ def package_versions() -> dict[str, str]:
             out[pkg] = version(pkg)
         except PackageNotFoundError:
             out[pkg] = "not installed"
-    return out
+    return tuple(out.items())
