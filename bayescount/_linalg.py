@@ -72,7 +72,7 @@ def spd_inverse(A):
     return out.reshape(A.shape)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _spd_inverse_kernel(A, out):  # pragma: no cover - compiled
     # Per matrix: Cholesky, L^-1 by forward substitution, then L^-T L^-1.
     M, P = A.shape[0], A.shape[1]
@@ -98,7 +98,7 @@ def _spd_inverse_kernel(A, out):  # pragma: no cover - compiled
                 out[m, j, i] = acc
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def chol_into(A, L):  # pragma: no cover - compiled
     """Lower Cholesky factor of one small SPD matrix ``A`` into ``L`` (upper triangle left as is).
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ._threads import resolve_threads, threads_limit
 from .data import CountData
 from .errors import InputError
 from .loglik import parse_memory
@@ -59,7 +60,7 @@ def chunk_genes(data: CountData, memory) -> int:
 
 def fit_chunked(data: CountData, store, model: str | Spec = "nb_trend", contrast=None, memory="4GB",
                 random_seed: int = 0, hdi_prob: float = 0.95, chunk_size: int | None = None,
-                progress: bool = False, client=None) -> pd.DataFrame:
+                progress: bool = False, client=None, n_threads: int | None = None) -> pd.DataFrame:
     """Fit by MAP in gene chunks, writing each to a zarr ``store``; rerunning resumes.
 
     Parameters
@@ -80,6 +81,9 @@ def fit_chunked(data: CountData, store, model: str | Spec = "nb_trend", contrast
         Fit the chunks on this Dask cluster (the hyperparameters are
         estimated here first and sent with every chunk); results are written
         to the store by this process as they arrive.
+    n_threads : int, optional
+        Threads per chunk here (as :func:`bayescount.fit`); on a Dask
+        cluster each chunk runs on one (the workers are the parallelism).
 
     Returns
     -------
@@ -131,7 +135,8 @@ def fit_chunked(data: CountData, store, model: str | Spec = "nb_trend", contrast
         rows = _hyper_subset(data.base_mean, 2000)
         sub = data if rows is None else data.subset_genes(rows)
         with progress_bar(progress, "hyperparameters", total=None) as bar:
-            u, pi, _, _ = _estimate_hyper(GeneProblem(spec, sub, lay), sub, lay, hf, 40, 2e-3, bar)
+            u, pi, _, _ = _estimate_hyper(GeneProblem(spec, sub, lay), sub, lay, hf, 40, 2e-3, bar,
+                                          resolve_threads(n_threads))
         root.attrs.update({"hyper_u": u.tolist(), "hyper_pi": None if pi is None else pi.tolist(),
                            "hyper": {k: np.asarray(v).tolist() for k, v in _unpack_u(lay, u).items()}})
     chunks = root.require_group("chunks")
@@ -143,7 +148,7 @@ def fit_chunked(data: CountData, store, model: str | Spec = "nb_trend", contrast
         if name in chunks:
             del chunks[name]  # a chunk the last run did not finish
         todo.append(i)
-    args = (spec.to_json(), u, pi, settings["random_seed"], vec, hdi_prob)
+    args = (spec.to_json(), u, pi, settings["random_seed"], vec, hdi_prob, 1 if client is not None else n_threads)
     with progress_bar(progress, "gene chunks", total=len(bounds)) as bar:
         bar.advance(len(bounds) - len(todo))
         if client is None:
@@ -165,11 +170,18 @@ def fit_chunked(data: CountData, store, model: str | Spec = "nb_trend", contrast
     return read_table(path, data)
 
 
-def chunk_result(part: CountData, spec_json: str, u, pi, seed: int, vec, hdi_prob: float) -> dict[str, np.ndarray]:
+def chunk_result(part: CountData, spec_json: str, u, pi, seed: int, vec, hdi_prob: float,
+                 n_threads: int | None = 1) -> dict[str, np.ndarray]:
     """Fit one chunk of genes with the shared hyperparameters fixed: its LFC columns and Laplace mixture.
 
-    A pure function of its arguments, so it runs the same in this process or on a Dask worker.
+    A pure function of its arguments (``n_threads`` changes the speed, not the
+    answers), so it runs the same in this process or on a Dask worker.
     """
+    with threads_limit(resolve_threads(n_threads)):
+        return _chunk_result(part, spec_json, u, pi, seed, vec, hdi_prob)
+
+
+def _chunk_result(part, spec_json, u, pi, seed, vec, hdi_prob) -> dict[str, np.ndarray]:
     import xarray as xr
 
     from .fit import _constant_data, _map_tree
@@ -183,8 +195,10 @@ def chunk_result(part: CountData, spec_json: str, u, pi, seed: int, vec, hdi_pro
     spec = spec_from_json(spec_json)
     lay = layout(spec, part)
     hf = _hyper_functions(spec, lay)
-    state, _, _ = _fit_genes(GeneProblem(spec, part, lay), part, lay, hf, u, pi, 2e-3, refine=False)
-    tree = _map_tree(state, part, lay, 2, seed, False, spec)
+    n_threads = resolve_threads(None)  # the caller's, set by threads_limit
+    state, _, _ = _fit_genes(GeneProblem(spec, part, lay), part, lay, hf, u, pi, 2e-3, refine=False,
+                             n_threads=n_threads)
+    tree = _map_tree(state, part, lay, 2, seed, False, spec, n_threads=n_threads)
     tree.attrs.update({"method": "map", "spec": spec_json, "spec_hash": spec.hash, "random_seed": seed,
                        "design": part.design.formula, "sample_columns": json.dumps(list(part.samples.columns)),
                        "hyper_names": json.dumps(list(lay.hyper)),

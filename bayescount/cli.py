@@ -63,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="dask: fit the gene chunks on a Dask cluster (a LocalCluster unless --scheduler-address)")
     f.add_argument("--scheduler-address", help="with --scheduler dask: an existing scheduler, e.g. tcp://host:8786")
     f.add_argument("--workers", type=int, default=2, help="with --scheduler dask and no address: LocalCluster workers")
+    f.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="MAP path: threads for per-gene work (default: BAYESCOUNT_THREADS, else every CPU)")
     f.add_argument("--quiet", action="store_true", help="no progress bars")
     f.add_argument("--progress-log", action="store_true",
                    help="when not on a terminal, log progress (done/total, ETA) every 10 s instead of staying quiet")
@@ -171,6 +173,15 @@ def _check_writable(path: str | None, what: str) -> None:
 
 
 def cmd_fit(args) -> int:
+    from ._threads import threads_limit
+
+    if args.threads is None:
+        return _cmd_fit(args)
+    with threads_limit(args.threads):  # the LFC table's summaries too
+        return _cmd_fit(args)
+
+
+def _cmd_fit(args) -> int:
     from .fit import fit
     from .io import atomic_write_csv
 
@@ -212,7 +223,7 @@ def cmd_fit(args) -> int:
                  data.n_dropped_zero)
         res = fit(data, model=args.model, method=args.method, random_seed=args.seed, draws=args.draws,
                   log_likelihood=args.log_likelihood, progress=_progress(args), nuts_sampler=args.nuts_sampler,
-                  advi_minibatch=args.advi_minibatch)
+                  advi_minibatch=args.advi_minibatch, n_threads=args.threads)
         table = res.lfc(contrast, hdi_prob=args.hdi_prob)
         log.info("%scontrast %s: %d genes with svalue < 0.05", prefix, table.attrs["contrast"],
                  int((table.svalue < 0.05).sum()))
@@ -267,7 +278,8 @@ def _fit_store(args, datasets, contrast) -> int:
         client = _dask_client(args, stack) if args.scheduler == "dask" else None
         table = fit_chunked(data, store, model=args.model, contrast=contrast, memory=args.memory,
                             random_seed=0 if args.seed is None else args.seed, hdi_prob=args.hdi_prob,
-                            chunk_size=args.chunk_genes, progress=_progress(args), client=client)
+                            chunk_size=args.chunk_genes, progress=_progress(args), client=client,
+                            n_threads=args.threads)
     if args.out:
         atomic_write_csv(table, args.out, index=False)
         log.info("LFC table written to %s", args.out)

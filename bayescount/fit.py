@@ -43,6 +43,7 @@ def fit(
     advi_minibatch: int | None = None,
     dispersion_by: str | None = None,
     zero_design: str | None = None,
+    n_threads: int | None = None,
 ) -> Fit:
     """Fit a template to count data.
 
@@ -86,6 +87,11 @@ def fit(
     zero_design : str, optional
         Covariates of the zero probability of zero-inflated and hurdle
         templates, e.g. ``"~ group"``; same as ``data.with_zero_design(formula)``.
+    n_threads : int, optional
+        Threads for the MAP path's per-gene work (contiguous gene chunks,
+        one per thread; at least 1,000 genes each). Default: the
+        ``BAYESCOUNT_THREADS`` environment variable, else every CPU this
+        process may use. Answers agree to rounding (~1e-6) whatever the number.
 
     Returns
     -------
@@ -124,8 +130,8 @@ def fit(
     lay = layout(spec, data)
     t0 = time.perf_counter()
     if method == "map":
-        state = fit_map(spec, data, progress=progress)
-        tree = _map_tree(state, data, lay, draws or 200, seed, log_likelihood, spec)
+        state = fit_map(spec, data, progress=progress, n_threads=n_threads)
+        tree = _map_tree(state, data, lay, draws or 200, seed, log_likelihood, spec, n_threads=n_threads)
         extra = {"hyper": json.dumps({k: np.asarray(v).tolist() for k, v in state.hyper.items()}),
                  "timings": json.dumps(state.timings), "n_sweeps": state.n_sweeps}
     else:
@@ -182,10 +188,10 @@ def _observed(data: CountData) -> xr.Dataset:
     )
 
 
-def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec) -> xr.DataTree:
+def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec, n_threads=1) -> xr.DataTree:
     genes = np.asarray(data.genes, dtype=object)
     P, L = lay.n_coef, lay.n_linear
-    theta, slot = laplace_draws(state, draws, seed, return_slots=True)  # (draw, gene, K), (draw, gene)
+    theta, slot = laplace_draws(state, draws, seed, return_slots=True, n_threads=n_threads)  # (draw, gene, K), (draw, gene)
     post = {"beta": (("chain", "draw", "gene", "coef"), theta[None, :, :, :P])}
     if lay.re_terms:
         post["re"] = (("chain", "draw", "gene", "re_coef"), theta[None, :, :, P:L])

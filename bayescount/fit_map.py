@@ -14,6 +14,7 @@ They are never taken from the joint mode, where scales collapse toward zero.
 
 from __future__ import annotations
 
+import copy
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,13 +23,14 @@ import numpy as np
 from scipy import optimize
 
 from ._linalg import one_blas_thread, spd_inverse
+from ._threads import gene_chunks, map_rows, resolve_threads, run_chunks
 from .data import CountData
 from .map_hyper import _bounds, _hyper_functions, _initial_u, _moved, _unpack_u
 from .model import Layout, layout
 from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries_from_cov
 from .progress import progress_bar
-from .quadrature import (component_slots, conditional_block, dispersion_nodes, likelihood_slices, node_prior,
-                         scale_nodes, scale_posterior, slot_covariance)
+from .quadrature import (NodeTable, component_slots, conditional_block, dispersion_nodes, likelihood_slices,
+                         node_prior, scale_nodes, scale_posterior, slot_covariance)
 from .spec import Spec
 from .stats import logsumexp, mixture_weights
 
@@ -93,12 +95,16 @@ def fit_map(
     hyper_tol: float = 2e-3,
     progress: bool = False,
     hyper_genes: int = HYPER_GENES,
+    n_threads: int | None = None,
 ) -> MapState:
     """Fit a template by batched MAP with marginal hyperparameters, then Laplace.
 
     The shared hyperparameters are learned on at most ``hyper_genes`` genes
     (a deterministic subset spread evenly over base means: a few shared
     numbers need no more); every gene is then fitted with them fixed.
+    Per-gene work runs in contiguous gene chunks on ``n_threads`` threads
+    (default: :func:`~bayescount._threads.default_threads`); the answers
+    agree to rounding whatever the number.
 
     Returns
     -------
@@ -106,6 +112,7 @@ def fit_map(
         Modes, Laplace covariances, hyperparameters and per-gene convergence.
     """
     lay = layout(spec, data)
+    n_threads = resolve_threads(n_threads)
     t0 = time.perf_counter()
     hf = _hyper_functions(spec, lay)
     sub_rows = _hyper_subset(data.base_mean, hyper_genes)
@@ -115,9 +122,9 @@ def fit_map(
     t_compile = time.perf_counter() - t0
     t1 = time.perf_counter()
     with progress_bar(progress, "MAP sweeps", total=max_sweeps + 1) as bar:
-        u, pi, sweeps, q = _estimate_hyper(prob_sub, sub, lay, hf, max_sweeps, hyper_tol, bar)
+        u, pi, sweeps, q = _estimate_hyper(prob_sub, sub, lay, hf, max_sweeps, hyper_tol, bar, n_threads)
         state, u, pi = _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine=sub is not data,
-                                  q=q if sub is data else None)
+                                  q=q if sub is data else None, n_threads=n_threads)
         bar.advance()
     if sweeps >= max_sweeps:
         log.warning("MAP hyperparameters did not settle in %d sweeps; results may be approximate", max_sweeps)
@@ -126,7 +133,8 @@ def fit_map(
                     int((~state.converged).sum()))
     state.n_sweeps = sweeps
     state.timings = {"compile_seconds": t_compile, "kernel_compile_seconds": prob.compile_seconds,
-                     "solve_seconds": time.perf_counter() - t1, "hyper_genes": int(sub.n_genes)}
+                     "solve_seconds": time.perf_counter() - t1, "hyper_genes": int(sub.n_genes),
+                     "n_threads": n_threads}
     return state
 
 
@@ -165,6 +173,14 @@ class _Priors:
             if self.grid is not None:
                 wide = np.full_like(wide, max(WEAK_SCALE, self.grid.max()))
             self.wscale[:, self.slope_idx] = wide
+
+    def take(self, genes: slice) -> "_Priors":
+        """The priors of a contiguous range of genes (views)."""
+        part = copy.copy(self)
+        for name in ("loc", "scale", "wscale", "loc_d", "scale_d"):
+            value = getattr(self, name)
+            setattr(part, name, None if value is None else value[genes])
+        return part
 
     @property
     def has_re(self) -> bool:
@@ -243,6 +259,40 @@ def _weak_fit(prob, data, lay, pr: _Priors, start=None, q=None, sliced=None):
     return theta, cov, table, conv & pd_ok & table.ok, n_iter
 
 
+@dataclass
+class _Genes:
+    """A fit's genes cut into contiguous chunks, each with views of the problem and the data, for threads."""
+
+    parts: list  # (slice, GeneProblem, CountData) per chunk
+    n_threads: int
+
+    @classmethod
+    def split(cls, prob: GeneProblem, data: CountData, n_threads: int) -> "_Genes":
+        chunks = gene_chunks(data.n_genes, n_threads, data.n_obs)
+        if len(chunks) == 1:
+            return cls([(slice(0, data.n_genes), prob, data)], 1)
+        return cls([(sl, prob.take(sl), data.subset_genes(sl)) for sl in chunks], n_threads)
+
+    def map(self, fn) -> list:
+        """``fn(genes, prob, data)`` for every chunk, on the threads."""
+        return run_chunks(lambda part: fn(*part), self.parts, self.n_threads)
+
+
+def _weak_fit_genes(genes: _Genes, lay, pr: _Priors, start=None, q=None, sliced=None):
+    """:func:`_weak_fit` of every gene, chunk by chunk on threads, joined in gene order."""
+
+    def one(sl, prob, data):
+        return _weak_fit(prob, data, lay, pr.take(sl), None if start is None else start[sl],
+                         None if q is None else (q[0][sl], q[1][sl]), sliced)
+
+    parts = genes.map(one)
+    if len(parts) == 1:
+        return parts[0]
+    theta, cov, tables, ok, n_iter = zip(*parts)
+    return (np.concatenate(theta), np.concatenate(cov), NodeTable.concat(list(tables)), np.concatenate(ok),
+            np.concatenate(n_iter))
+
+
 def _node_moments(table, pr: _Priors):
     """Mean and covariance of the conditional block under the weak prior, log-dispersion integrated out."""
     w = table.base + node_prior(table, pr.loc_d, pr.scale_d)
@@ -257,7 +307,7 @@ def _coef_summaries(table, pr: _Priors, keep):
 
 
 @one_blas_thread
-def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
+def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar, n_threads: int = 1):
     """Hyperparameters maximizing the quadrature-Laplace marginal likelihood of the genes.
 
     Each sweep fits every gene under the weak coefficient prior and builds its
@@ -270,11 +320,12 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
     u = _initial_u(lay)
     theta, q, last_step = None, None, None
     sweeps = 0
+    genes = _Genes.split(prob, data, n_threads)
     pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
     while sweeps < max_sweeps and (hf.n_u or mix is not None):
-        theta, _, table, ok, _ = _weak_fit(prob, data, lay, pr, theta, q, sliced=hf.sliced)
+        theta, _, table, ok, _ = _weak_fit_genes(genes, lay, pr, theta, q, sliced=hf.sliced)
         u_sweep, pi_sweep = u.copy(), None if pi is None else pi.copy()
-        u, pi, _ = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
+        u, pi, _ = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, n_threads=n_threads)
         step = u - u_sweep
         if last_step is not None and hf.n_u and step @ last_step < -0.5 * (step @ step):
             # The fixed point is cycling (a hyperparameter the genes barely pin down): halve the step.
@@ -300,7 +351,7 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar):
     return u, pi, sweeps, q
 
 
-def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds=100):
+def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds=100, n_threads: int = 1):
     """Alternate mixture weights (penalized ML) and the compiled criterion on a fixed node table.
 
     Returns ``(u, pi, slots)``; ``slots`` is :func:`component_slots`' output for
@@ -335,21 +386,24 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
         mask[:, hf.sliced] = 0.0
     # The prior swap moves with u only through hyperparameter-driven block coordinates
     # (tau, the zero-inflation scale); without them it is computed once.
-    slots = None if block_groups else component_slots(table, pr.component_precisions())
+    slots = None if block_groups else component_slots(table, pr.component_precisions(), n_threads)
     fixed_ratio = None if slots is None else slots[0]
     bounds = _bounds(lay, u)
     for _ in range(max_rounds):
         pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
-        log_ratio = fixed_ratio if fixed_ratio is not None else component_slots(table, pr.component_precisions())[0]
+        log_ratio = (fixed_ratio if fixed_ratio is not None
+                     else component_slots(table, pr.component_precisions(), n_threads)[0])
         change = 0.0
         if mix is not None:
             lp_d = node_prior(table, pr.loc_d, pr.scale_d)
-            comp_ll = logsumexp(table.base[:, :, None] + lp_d[:, :, None] + log_ratio, axis=1)
+            comp_ll = map_rows(lambda b, lp, lr: logsumexp(b[:, :, None] + lp[:, :, None] + lr, axis=1),
+                               (table.base, lp_d, log_ratio), n_threads)
             new_pi = mixture_weights(None, None, None, pr.grid, mix.concentration(), pi0=pi,
                                         loglik=np.where(keep[:, None], comp_ll, -np.inf))
             change = np.max(np.abs(new_pi - pi))
             pi = new_pi
-            evidence = logsumexp(np.log(np.maximum(pi, 1e-300))[None, None, :] + log_ratio, axis=2)
+            log_pi = np.log(np.maximum(pi, 1e-300))
+            evidence = map_rows(lambda lr: logsumexp(log_pi[None, None, :] + lr, axis=2), (log_ratio,), n_threads)
         else:
             evidence = log_ratio[:, :, 0]
         if hf.n_u:
@@ -369,21 +423,33 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
 
 
 @one_blas_thread
-def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
+def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None, n_threads: int = 1):
     """Every gene's posterior; with ``refine`` the hyperparameters first take a last step on all genes.
 
     Returns the MapState (its ``hyper`` set from them) and the final ``(u, pi)``.
     """
-    G = data.n_genes
-    rows = np.arange(G)
+    genes = _Genes.split(prob, data, n_threads)
     pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
-    wmode, wcov, table, ok, n_iter = _weak_fit(prob, data, lay, pr, q=q, sliced=hf.sliced if refine else None)
+    wmode, wcov, table, ok, n_iter = _weak_fit_genes(genes, lay, pr, q=q,
+                                                     sliced=hf.sliced if refine else None)
     slots = None
     if refine:
         # The node tables of all genes are at hand: the hyperparameters (above all the
         # mixture weights, which a subset pins down poorly) use every gene.
-        u, pi, slots = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol)
+        u, pi, slots = _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, n_threads=n_threads)
         pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
+
+    def one(sl, prob_c, data_c):
+        return _gene_posteriors(prob_c, lay, pr.take(sl), table.take(sl), wmode[sl], wcov[sl], ok[sl], n_iter[sl],
+                                None if slots is None else (slots[0][sl], slots[1][sl]), u, pi)
+
+    return _join_states(genes.map(one)), u, pi
+
+
+def _gene_posteriors(prob, lay, pr: _Priors, table, wmode, wcov, ok, n_iter, slots, u, pi) -> MapState:
+    """The posterior mixtures, modes and Wald summaries of a range of genes, given their weak fits and node tables."""
+    G = wmode.shape[0]
+    rows = np.arange(G)
     comp_prec = pr.component_precisions()
     # The refinement's prior swap is reused when it did not depend on u (the same table and priors).
     log_ratio, mean = slots if slots is not None else component_slots(table, comp_prec)
@@ -452,4 +518,32 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None):
                      converged=ok & conv_map, n_iter=n_iter, loglik=prob.loglik(map_mode, rows),
                      log_evidence=np.where(ok, log_evidence, np.nan), names=lay.names,
                      re_log_sd=re_log_sd)
-    return state, u, pi
+    return state
+
+
+def _join_states(parts: list[MapState]) -> MapState:
+    """One MapState from those of consecutive gene ranges.
+
+    Their slot arrays are as wide as the neediest gene's count; a narrower
+    range takes extra slots of weight 0 (copies of its first), as genes that
+    need fewer slots do within a range.
+    """
+    if len(parts) == 1:
+        return parts[0]
+    S = max(p.mode.shape[1] for p in parts)
+
+    def widen(a, width):
+        return a if a.shape[1] == width else np.concatenate([a, np.repeat(a[:, :1], width - a.shape[1], axis=1)], axis=1)
+
+    slotted = {"mode", "cov", "prior_component", "re_log_sd"}
+    out = {}
+    for name in ("mode", "cov", "weights", "prior_component", "map_mode", "map_cov", "mle_mode", "mle_cov",
+                 "converged", "n_iter", "loglik", "log_evidence", "re_log_sd"):
+        arrays = [getattr(p, name) for p in parts]
+        if arrays[0] is None:
+            out[name] = None
+        elif name == "weights":
+            out[name] = np.concatenate([np.pad(a, ((0, 0), (0, S - a.shape[1]))) for a in arrays])
+        else:
+            out[name] = np.concatenate([widen(a, S) if name in slotted else a for a in arrays])
+    return MapState(**out, hyper=parts[0].hyper, names=parts[0].names)

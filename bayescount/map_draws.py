@@ -6,6 +6,7 @@ import numba
 import numpy as np
 
 from ._linalg import cholesky
+from ._threads import gene_blocks, resolve_threads, run_chunks
 from .data import CountData
 from .fit_map import MapState
 from .model import Layout
@@ -13,25 +14,42 @@ from .newton import GeneProblem
 from .spec import Spec
 
 
-def laplace_draws(state: MapState, draws: int, random_seed, return_slots: bool = False):
+#: Genes per random stream of :func:`laplace_draws`.
+DRAW_BLOCK = 2048
+
+
+def laplace_draws(state: MapState, draws: int, random_seed, return_slots: bool = False, n_threads: int | None = 1):
     """Draws ``(draws, G, K)`` from each gene's mixture of Laplace approximations.
 
     With ``return_slots`` also the slot each draw came from, ``(draws, G)``.
+    Each block of :data:`DRAW_BLOCK` genes has its own random stream
+    (spawned from ``random_seed``), so blocks run on ``n_threads`` threads
+    and the draws do not depend on it.
     """
-    rng = np.random.default_rng(random_seed)
     G, C, K = state.mode.shape
     cdf = np.cumsum(state.weights, axis=1)
-    # Gene-major noise and output: each gene's draws are written in one contiguous run
-    # (draw-major writes touched a new page per draw and cost ~3x more).
-    u = rng.random((G, draws), dtype=np.float32)
     # Coordinates fixed within every slot (the log-dispersion at its node) take no noise.
     var = np.einsum("gckk->k", state.cov)
     free = np.flatnonzero(var > 1e-10 * G * C)
-    z = rng.standard_normal((G, draws, free.size), dtype=np.float32)  # noise needs no float64
-    L = cholesky(state.cov[:, :, free[:, None], free[None, :]] + 1e-12 * np.eye(free.size))
+    L = np.ascontiguousarray(cholesky(state.cov[:, :, free[:, None], free[None, :]] + 1e-12 * np.eye(free.size)))
+    mode = np.ascontiguousarray(state.mode)
+    # Gene-major output: each gene's draws are written in one contiguous run (draw-major
+    # writes touched a new page per draw and cost ~3x more).
     out = np.empty((G, draws, K))
     comp = np.empty((G, draws), dtype=np.int32)
-    _mixture_draws(cdf, np.ascontiguousarray(state.mode), np.ascontiguousarray(L), free, u, z, out, comp)
+    blocks = gene_blocks(G, DRAW_BLOCK)
+    streams = np.random.SeedSequence(random_seed).spawn(len(blocks))
+
+    def one(i):
+        sl = blocks[i]
+        rng = np.random.default_rng(streams[i])
+        n = sl.stop - sl.start
+        u = rng.random((n, draws), dtype=np.float32)
+        z = rng.standard_normal((n, draws, free.size), dtype=np.float32)  # noise needs no float64
+        _mixture_draws(cdf[sl], mode[sl], L[sl], free, u, z, out[sl], comp[sl])
+
+    n_threads = resolve_threads(n_threads)
+    run_chunks(one, range(len(blocks)), n_threads)
     out = out.transpose(1, 0, 2)
     return (out, comp.T) if return_slots else out
 
@@ -72,7 +90,7 @@ def smooth_node_draws(nodes, weights, slot, random_seed, a: float = NODE_SMOOTHI
     return a * at_node + (1.0 - a) * mean[None] + np.sqrt(1.0 - a * a) * sd[None] * z
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _mixture_draws(cdf, mode, L, free, u, z, out, comp):  # pragma: no cover - compiled
     # One pass over (gene, draw): the slot is the first whose cumulative weight reaches u
     # (as ``(u > cdf).sum()``), then mode + L z on the free coordinates.

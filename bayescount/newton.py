@@ -11,17 +11,21 @@ from __future__ import annotations
 import logging
 import time
 
+import copy
+import threading
+
 import numpy as np
-import pytensor
 import pytensor.tensor as pt
 
 from . import _kernels  # noqa: F401  (registers numba trigamma)
 from ._linalg import backward, cholesky, forward
+from ._threads import compile_kernel
 from .data import CountData
 from .model import Layout, param_design
 from .spec import Spec
 
 _LIK_CACHE: dict = {}
+_LIK_LOCK = threading.RLock()
 MAX_STEP = 5.0
 INFO_FRACTION = 0.05
 
@@ -37,9 +41,14 @@ def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None, logp: bool | s
     (``lik.kernel_logp_split``).
     """
     key = (repr(lik), inputs, logp)
-    if key in _LIK_CACHE:
-        # Already compiled in this process: nothing was compiled for this call.
-        return _LIK_CACHE[key][:-1] + (0.0,)
+    with _LIK_LOCK:  # gene chunks on threads ask for the same kernels at once: one compiles
+        if key in _LIK_CACHE:
+            # Already compiled in this process: nothing was compiled for this call.
+            return _LIK_CACHE[key][:-1] + (0.0,)
+        return _compile_likelihood(lik, inputs, logp, key)
+
+
+def _compile_likelihood(lik, inputs, logp, key):
     t0 = time.perf_counter()
     y = pt.dmatrix("y")
     eta = pt.dmatrix("eta")
@@ -65,14 +74,14 @@ def likelihood_kernel(lik, inputs: tuple[int, ...] | None = None, logp: bool | s
     rewrite_log.setLevel(logging.CRITICAL)
     try:
         outputs = [lp_out if logp == "split" else lp, *d1, *d2] if logp else [*d1, *d2]
-        full = pytensor.function([y, eta, *ps], outputs, mode="NUMBA", on_unused_input="ignore")
+        full = compile_kernel([y, eta, *ps], outputs, on_unused_input="ignore")
     finally:
         rewrite_log.setLevel(level)
     if inputs is not None or logp is not True:
         _LIK_CACHE[key] = (full, time.perf_counter() - t0)
         return _LIK_CACHE[key]
-    value = pytensor.function([y, eta, *ps], lp.sum(axis=1), mode="NUMBA")
-    pointwise = pytensor.function([y, eta, *ps], lp, mode="NUMBA")
+    value = compile_kernel([y, eta, *ps], lp.sum(axis=1))
+    pointwise = compile_kernel([y, eta, *ps], lp)
     _LIK_CACHE[key] = (full, value, pointwise, time.perf_counter() - t0)
     return _LIK_CACHE[key]
 
@@ -103,7 +112,9 @@ class GeneProblem:
 
     def __init__(self, spec: Spec, data: CountData, lay: Layout):
         self.lik = spec.likelihood
-        self.full, self.value, self.pointwise, self.compile_seconds = likelihood_kernel(self.lik)
+        self.full, self.value, self.pointwise, seconds = likelihood_kernel(self.lik)
+        # Shared with the gene chunks of :meth:`take` (kernels compiled there count here too).
+        self._compiled = {"seconds": seconds}
         self._partial: dict = {}
         self._outer: dict = {}
         self.y = data.counts.astype(float)
@@ -120,6 +131,22 @@ class GeneProblem:
         # dispersion_by, zero-part covariates); None: one value per gene.
         self.cols = [np.array(c) for c in lay.param_cols.values()]
         self.E = list(param_design(lay, data).values())
+
+    @property
+    def compile_seconds(self) -> float:
+        """Seconds spent compiling kernels for this problem (and its chunks)."""
+        return self._compiled["seconds"]
+
+    @property
+    def n_genes(self) -> int:
+        return self.y.shape[0]
+
+    def take(self, genes: slice) -> "GeneProblem":
+        """The problem for a contiguous range of genes: views of the counts, kernels and caches shared."""
+        part = copy.copy(self)
+        part.y = self.y[genes]
+        part.w = None if self.w is None else self.w[genes]
+        return part
 
     def _eta_params(self, theta, rows):
         return linear_predictors(theta, self.X, self.offset, self.cols, self.E)
@@ -153,13 +180,14 @@ class GeneProblem:
         (:meth:`~bayescount.parts._Likelihood.kernel_logp_split`).
         """
         key = (repr(self.lik), "normalizer")
-        if key not in _LIK_CACHE:
-            y = pt.dmatrix("y")
-            ps = [pt.dmatrix(n) for n in self.lik.gene_params]
-            split = self.lik.kernel_logp_split(y, pt.zeros_like(y), dict(zip(self.lik.gene_params, ps)))
-            _LIK_CACHE[key] = None if split is None else pytensor.function(
-                [y, *ps], pt.broadcast_to(split[1], y.shape), mode="NUMBA", on_unused_input="ignore")
-        fn = _LIK_CACHE[key]
+        with _LIK_LOCK:
+            if key not in _LIK_CACHE:
+                y = pt.dmatrix("y")
+                ps = [pt.dmatrix(n) for n in self.lik.gene_params]
+                split = self.lik.kernel_logp_split(y, pt.zeros_like(y), dict(zip(self.lik.gene_params, ps)))
+                _LIK_CACHE[key] = None if split is None else compile_kernel(
+                    [y, *ps], pt.broadcast_to(split[1], y.shape), on_unused_input="ignore")
+            fn = _LIK_CACHE[key]
         if fn is None:
             return None
         params = self._eta_params(theta, rows)[1]
@@ -169,11 +197,13 @@ class GeneProblem:
     def _kernel(self, inputs, logp):
         if inputs is None and logp is True:
             return self.full
-        if (inputs, logp) not in self._partial:
-            fn, seconds = likelihood_kernel(self.lik, inputs, logp)
-            self._partial[inputs, logp] = fn
-            self.compile_seconds += seconds
-        return self._partial[inputs, logp]
+        fn = self._partial.get((inputs, logp))
+        if fn is None:
+            with _LIK_LOCK:
+                fn, seconds = likelihood_kernel(self.lik, inputs, logp)
+                self._partial[inputs, logp] = fn
+                self._compiled["seconds"] += seconds
+        return fn
 
     def derivs(self, theta, rows, loc, scale, held=(), need_ll=True, normalizer=None):
         """Log-likelihood, gradient and Hessian of the log posterior at ``theta`` (``rows``).

@@ -20,6 +20,7 @@ import numba
 import numpy as np
 
 from ._linalg import backward, chol_into, cholesky, forward, spd_inverse
+from ._threads import gene_chunks, run_chunks
 from .newton import capped
 
 N_NODES = 7
@@ -56,6 +57,27 @@ class NodeTable:
     #: the slopes' positions in the block; see :func:`_null_gap`.
     null_gap: np.ndarray | None = None
     null_pos: np.ndarray | None = None
+
+    def take(self, genes: slice) -> "NodeTable":
+        """The table of a contiguous range of genes (views)."""
+        return NodeTable(*(getattr(self, f)[genes] for f in _GENE_FIELDS),
+                         slices=None if self.slices is None else tuple(a[genes] for a in self.slices),
+                         null_gap=None if self.null_gap is None else self.null_gap[genes], null_pos=self.null_pos)
+
+    @staticmethod
+    def concat(tables: list["NodeTable"]) -> "NodeTable":
+        """One table from the tables of consecutive gene ranges, in gene order."""
+        if len(tables) == 1:
+            return tables[0]
+        first = tables[0]
+        return NodeTable(*(np.concatenate([getattr(t, f) for t in tables]) for f in _GENE_FIELDS),
+                         slices=None if first.slices is None else
+                         tuple(np.concatenate([t.slices[i] for t in tables]) for i in range(len(first.slices))),
+                         null_gap=None if first.null_gap is None else np.concatenate([t.null_gap for t in tables]),
+                         null_pos=first.null_pos)
+
+
+_GENE_FIELDS = ("d", "base", "b", "prec", "ok", "loc_b", "w_prec")
 
 
 def _log_normal(x, loc, scale):
@@ -192,10 +214,10 @@ def _null_gap(prob, th, rows, loc, wscale, cond, s_pos, b, f, A):
     A_rs = A[:, r_pos[:, None], s_pos[None, :]]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         x = b.copy()
-        try:
-            x[:, r_pos] += np.linalg.solve(A_rr, A_rs @ b[:, s_pos, None])[..., 0]
-        except np.linalg.LinAlgError:  # a singular block somewhere: no correction for any gene
-            return np.zeros(b.shape[0])
+        # Per gene (NaN where a block is not positive definite, and that gene goes without),
+        # so one gene's broken block cannot touch another's answer.
+        L = cholesky(A_rr)
+        x[:, r_pos] += backward(L, forward(L, (A_rs @ b[:, s_pos, None])[..., 0]))
         x[:, s_pos] = 0.0
         step = x - b
         model = f - 0.5 * np.einsum("gi,gij,gj->g", step, A, step)
@@ -285,7 +307,7 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int | None = 
                      null_pos=None if gap is None else s_pos)
 
 
-def component_slots(table: NodeTable, comp_prec):
+def component_slots(table: NodeTable, comp_prec, n_threads: int = 1):
     """Closed-form swap of the weak slope prior for each component's prior.
 
     Parameters
@@ -294,6 +316,8 @@ def component_slots(table: NodeTable, comp_prec):
     comp_prec : (C, G, P) each component's coefficient prior precisions (the
         weak prior's on coordinates the component leaves alone, e.g. the
         intercept); the means are the weak prior's.
+    n_threads : int
+        Gene chunks on this many threads (:mod:`bayescount._threads`).
 
     Returns
     -------
@@ -304,6 +328,12 @@ def component_slots(table: NodeTable, comp_prec):
     C = comp_prec.shape[0]
     log_ratio = np.empty((G, N, C))
     mean = np.empty((G, N, C, P))
+    run_chunks(lambda sl: _component_slots_into(table.take(sl), comp_prec[:, sl], log_ratio[sl], mean[sl]),
+               gene_chunks(G, n_threads, N * C), n_threads)
+    return log_ratio, mean
+
+
+def _component_slots_into(table: NodeTable, comp_prec, log_ratio, mean):
     f = np.float64
     _slots_kernel(np.ascontiguousarray(table.prec, f), np.ascontiguousarray(table.b, f),
                   np.ascontiguousarray(table.loc_b, f), np.ascontiguousarray(table.w_prec, f),
@@ -317,10 +347,9 @@ def component_slots(table: NodeTable, comp_prec):
         toward = np.sum((mean[..., table.null_pos] - bs) * -bs, axis=-1)
         t = np.clip(toward / np.maximum(np.sum(bs * bs, axis=-1), 1e-300), 0.0, 1.0)
         log_ratio += table.null_gap[:, :, None] * t**3
-    return log_ratio, mean
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _slots_kernel(prec, b, loc_b, w_prec, comp_prec, log_ratio, mean):  # pragma: no cover - compiled
     # One pass over (gene, node, component) with P x P Cholesky by hand: the blocks are
     # 2 x 2 to ~6 x 6, where whole-stack numpy temporaries cost more than the arithmetic.

@@ -9,6 +9,8 @@ import numba
 import numpy as np
 from scipy import stats
 
+from ._threads import gene_blocks, resolve_threads, run_chunks
+
 log = logging.getLogger(__name__)
 
 
@@ -175,7 +177,8 @@ def component_loglik(xhat, s2, mask, grid):
     return np.sum(mask[:, :, None] * ll, axis=1)
 
 
-def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_component=None, groups=None):
+def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_component=None, groups=None,
+                    n_threads: int | None = None):
     """Mean, sd, lfsr and HDI of per-gene mixtures of normals.
 
     Parameters
@@ -193,6 +196,8 @@ def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_comp
         ``(n_genes, n_components)`` labels: for the HDI only, components with the
         same label are merged into one normal by moments (e.g. one LFC-prior
         component at several dispersion nodes, whose means and sds barely differ).
+    n_threads : int, optional
+        Threads for the HDIs (default :func:`~bayescount._threads.default_threads`).
 
     Returns
     -------
@@ -216,11 +221,13 @@ def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_comp
         gm = np.stack([np.sum(w * mean * (groups == k), axis=1) for k in labels], axis=1) / safe
         g2 = np.stack([np.sum(w * (sd**2 + mean**2) * (groups == k), axis=1) for k in labels], axis=1) / safe
         w, mean, sd = gw, gm, np.sqrt(np.maximum(g2 - gm**2, 1e-300))
-    # Chunks of genes keep the (genes x cells) work arrays in cache.
+    # Blocks of genes keep the (genes x cells) work arrays in cache; they run on threads.
     lo, hi = np.empty(w.shape[0]), np.empty(w.shape[0])
-    for g0 in range(0, w.shape[0], 2048):
-        sl = slice(g0, g0 + 2048)
+
+    def block(sl):
         lo[sl], hi[sl] = _hdi_histogram(w[sl], mean[sl], sd[sl], prob, n_grid)
+
+    run_chunks(block, gene_blocks(w.shape[0], 2048), resolve_threads(n_threads))
     return m, np.sqrt(np.maximum(var, 0.0)), lfsr, lo, hi
 
 
@@ -241,7 +248,7 @@ def _hdi_histogram(w, mean, sd, prob, n_grid):
     return lo, hi
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _hdi_cells(w, mean, sd, live, target, n_grid, lo, hi):  # pragma: no cover - compiled
     # One gene at a time, its cells in cache; a component only touches the cells within
     # 8.5 sds of its mean (beyond them its CDF difference is below 1e-16).
