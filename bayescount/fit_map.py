@@ -30,7 +30,7 @@ from .model import Layout, layout
 from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries_from_cov
 from .progress import progress_bar
 from .quadrature import (NodeTable, component_slots, conditional_block, dispersion_nodes, likelihood_slices,
-                         node_prior, scale_nodes, scale_posterior, slot_covariance)
+                         node_prior, scale_nodes, scale_posterior, slot_covariance, slot_means)
 from .spec import Spec
 from .stats import logsumexp, mixture_weights
 
@@ -354,9 +354,9 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar, n_threads: 
 def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds=100, n_threads: int = 1):
     """Alternate mixture weights (penalized ML) and the compiled criterion on a fixed node table.
 
-    Returns ``(u, pi, slots)``; ``slots`` is :func:`component_slots`' output for
-    the table when the prior swap does not move with ``u`` (so the caller
-    need not recompute it), else None.
+    Returns ``(u, pi, slots)``; ``slots`` is :func:`component_slots`' log
+    ratios for the table when the prior swap does not move with ``u`` (so
+    the caller need not recompute them), else None.
     """
     mix = lay.mixture
     if not hf.n_u and mix is None:
@@ -386,13 +386,13 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
         mask[:, hf.sliced] = 0.0
     # The prior swap moves with u only through hyperparameter-driven block coordinates
     # (tau, the zero-inflation scale); without them it is computed once.
-    slots = None if block_groups else component_slots(table, pr.component_precisions(), n_threads)
-    fixed_ratio = None if slots is None else slots[0]
+    slots = None if block_groups else component_slots(table, pr.component_precisions(), n_threads, means=False)[0]
+    fixed_ratio = slots
     bounds = _bounds(lay, u)
     for _ in range(max_rounds):
         pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
         log_ratio = (fixed_ratio if fixed_ratio is not None
-                     else component_slots(table, pr.component_precisions(), n_threads)[0])
+                     else component_slots(table, pr.component_precisions(), n_threads, means=False)[0])
         change = 0.0
         if mix is not None:
             lp_d = node_prior(table, pr.loc_d, pr.scale_d)
@@ -441,7 +441,7 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None, n_th
 
     def one(sl, prob_c, data_c):
         return _gene_posteriors(prob_c, lay, pr.take(sl), table.take(sl), wmode[sl], wcov[sl], ok[sl], n_iter[sl],
-                                None if slots is None else (slots[0][sl], slots[1][sl]), u, pi)
+                                None if slots is None else slots[sl], u, pi)
 
     return _join_states(genes.map(one)), u, pi
 
@@ -452,7 +452,7 @@ def _gene_posteriors(prob, lay, pr: _Priors, table, wmode, wcov, ok, n_iter, slo
     rows = np.arange(G)
     comp_prec = pr.component_precisions()
     # The refinement's prior swap is reused when it did not depend on u (the same table and priors).
-    log_ratio, mean = slots if slots is not None else component_slots(table, comp_prec)
+    log_ratio = slots if slots is not None else component_slots(table, comp_prec, means=False)[0]
     C = log_ratio.shape[2]
     log_pi = np.zeros(1) if pi is None else np.log(np.maximum(pi, 1e-300))
     lp_d = node_prior(table, pr.loc_d, pr.scale_d)
@@ -477,8 +477,10 @@ def _gene_posteriors(prob, lay, pr: _Priors, table, wmode, wcov, ok, n_iter, slo
     covs = np.zeros((G, S, K, K))
     gi = rows[:, None]
     cond = pr.cond
-    modes[:, :, cond] = mean[gi, node_of, comp_of]
-    covs[:, :, cond[:, None], cond[None, :]] = slot_covariance(table, comp_prec, node_of, comp_of)
+    slot_cov = slot_covariance(table, comp_prec, node_of, comp_of)
+    # Only the kept slots' means are formed (a sixth of the (node, component) pairs for nb_trend).
+    modes[:, :, cond] = slot_means(table, comp_prec, node_of, comp_of, slot_cov)
+    covs[:, :, cond[:, None], cond[None, :]] = slot_cov
     re_log_sd = None
     if pr.has_re:
         re_log_sd = table.d[gi, node_of][..., : pr.n_re]  # (G, S, T): the slot's node

@@ -307,8 +307,14 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int | None = 
                      null_pos=None if gap is None else s_pos)
 
 
-def component_slots(table: NodeTable, comp_prec, n_threads: int = 1):
+def component_slots(table: NodeTable, comp_prec, n_threads: int = 1, means: bool = True):
     """Closed-form swap of the weak slope prior for each component's prior.
+
+    Where the table carries the null's evidence gap (:func:`_null_gap`), a
+    component's evidence takes it in proportion to the cube of how far its
+    posterior mean moves to the slopes' zero from the node's mode (the
+    leading error of a quadratic model is cubic): all of it for the null,
+    none for a wide component whose mean stays at the mode.
 
     Parameters
     ----------
@@ -318,50 +324,48 @@ def component_slots(table: NodeTable, comp_prec, n_threads: int = 1):
         intercept); the means are the weak prior's.
     n_threads : int
         Gene chunks on this many threads (:mod:`bayescount._threads`).
+    means : bool
+        Also return every slot's posterior mean (else None; :func:`slot_means`
+        gives those of chosen slots).
 
     Returns
     -------
     log_ratio : (G, N, C) log evidence under the component minus under the weak prior.
-    mean : (G, N, C, P) conditional posterior means (covariances: :func:`slot_covariance`).
+    mean : (G, N, C, P) conditional posterior means (covariances: :func:`slot_covariance`), or None.
     """
     G, N, P = table.b.shape
     C = comp_prec.shape[0]
     log_ratio = np.empty((G, N, C))
-    mean = np.empty((G, N, C, P))
-    run_chunks(lambda sl: _component_slots_into(table.take(sl), comp_prec[:, sl], log_ratio[sl], mean[sl]),
-               gene_chunks(G, n_threads, N * C), n_threads)
-    return log_ratio, mean
-
-
-def _component_slots_into(table: NodeTable, comp_prec, log_ratio, mean):
+    mean = np.empty((G, N, C, P)) if means else np.empty((G, 1, 1, P))
+    gap = table.null_gap if table.null_gap is not None else np.zeros((G, 0))
+    pos = np.asarray(table.null_pos if table.null_gap is not None else [], dtype=np.int64)
     f = np.float64
-    _slots_kernel(np.ascontiguousarray(table.prec, f), np.ascontiguousarray(table.b, f),
-                  np.ascontiguousarray(table.loc_b, f), np.ascontiguousarray(table.w_prec, f),
-                  np.ascontiguousarray(comp_prec, f), log_ratio, mean)
-    if table.null_gap is not None:
-        # A component's evidence takes the Gaussian model's error at the slopes' zero in
-        # proportion to the cube of how far its posterior mean moves there from the node's
-        # mode (the leading error of a quadratic model is cubic): all of it for the null,
-        # none for a wide component whose mean stays at the mode.
-        bs = table.b[:, :, None, table.null_pos]  # (G, N, 1, S)
-        toward = np.sum((mean[..., table.null_pos] - bs) * -bs, axis=-1)
-        t = np.clip(toward / np.maximum(np.sum(bs * bs, axis=-1), 1e-300), 0.0, 1.0)
-        log_ratio += table.null_gap[:, :, None] * t**3
+
+    def chunk(sl):
+        _slots_kernel(np.ascontiguousarray(table.prec[sl], f), np.ascontiguousarray(table.b[sl], f),
+                      np.ascontiguousarray(table.loc_b[sl], f), np.ascontiguousarray(table.w_prec[sl], f),
+                      np.ascontiguousarray(comp_prec[:, sl], f), np.ascontiguousarray(gap[sl], f), pos,
+                      log_ratio[sl], mean[sl], means)
+
+    run_chunks(chunk, gene_chunks(G, n_threads, N * C), n_threads)
+    return log_ratio, mean if means else None
 
 
 @numba.njit(cache=True, nogil=True)
-def _slots_kernel(prec, b, loc_b, w_prec, comp_prec, log_ratio, mean):  # pragma: no cover - compiled
+def _slots_kernel(prec, b, loc_b, w_prec, comp_prec, gap, pos, log_ratio, mean, store_mean):  # pragma: no cover
     # One pass over (gene, node, component) with P x P Cholesky by hand: the blocks are
     # 2 x 2 to ~6 x 6, where whole-stack numpy temporaries cost more than the arithmetic.
     # A block that is not positive definite gives NaN (sqrt of a negative), as before.
     G, N, P = b.shape
     C = comp_prec.shape[0]
+    with_gap = gap.shape[1] > 0
     L = np.empty((P, P))
     L0 = np.empty((P, P))
     Q = np.empty((P, P))
     r0 = np.empty(P)
     r = np.empty(P)
     y = np.empty(P)
+    m = np.empty(P)
     const = np.empty(C)
     for g in range(G):
         for c in range(C):
@@ -379,6 +383,9 @@ def _slots_kernel(prec, b, loc_b, w_prec, comp_prec, log_ratio, mean):  # pragma
                 r0[a] = acc
                 quad0 += b[g, n, a] * acc
             logdet0 = chol_into(prec[g, n], L0)
+            bb = 0.0
+            for s in range(pos.size):
+                bb += b[g, n, pos[s]] * b[g, n, pos[s]]
             for c in range(C):
                 for a in range(P):
                     for k in range(P):
@@ -394,12 +401,32 @@ def _slots_kernel(prec, b, loc_b, w_prec, comp_prec, log_ratio, mean):  # pragma
                         acc -= L[a, k] * y[k]
                     y[a] = acc / L[a, a]
                     yy += y[a] * y[a]
-                log_ratio[g, n, c] = const[c] - 0.5 * logdet + 0.5 * logdet0 + 0.5 * yy - 0.5 * quad0
+                lr = const[c] - 0.5 * logdet + 0.5 * logdet0 + 0.5 * yy - 0.5 * quad0
                 for a in range(P - 1, -1, -1):
                     acc = y[a]
                     for k in range(a + 1, P):
-                        acc -= L[k, a] * mean[g, n, c, k]
-                    mean[g, n, c, a] = acc / L[a, a]
+                        acc -= L[k, a] * m[k]
+                    m[a] = acc / L[a, a]
+                if with_gap:
+                    toward = 0.0
+                    for s in range(pos.size):
+                        toward += (m[pos[s]] - b[g, n, pos[s]]) * -b[g, n, pos[s]]
+                    t = min(max(toward / max(bb, 1e-300), 0.0), 1.0)
+                    lr += gap[g, n] * t * t * t
+                log_ratio[g, n, c] = lr
+                if store_mean:
+                    for a in range(P):
+                        mean[g, n, c, a] = m[a]
+
+
+def slot_means(table: NodeTable, comp_prec, node_of, comp_of, cov):
+    """Posterior means of chosen (node, component) slots given their covariances ``cov``: (G, S, P)."""
+    G = table.b.shape[0]
+    gi = np.arange(G)[:, None]
+    delta = np.moveaxis(comp_prec, 0, 1)[gi, comp_of] - table.w_prec[:, None, :]  # (G, S, P)
+    b = table.b[gi, node_of]  # (G, S, P)
+    r = np.einsum("gspk,gsk->gsp", table.prec[gi, node_of], b) + delta * table.loc_b[:, None, :]
+    return np.einsum("gspk,gsk->gsp", cov, r)
 
 
 def slot_covariance(table: NodeTable, comp_prec, node_of, comp_of):
