@@ -288,19 +288,50 @@ def _hdi_cells(w, mean, sd, live, target, n_grid, lo, hi):  # pragma: no cover -
                 mass[i] += w[g, c] * (cur - prev)
                 prev = cur
         total = mass.sum()
-        ranked = np.sort(mass)
-        # The smallest mass level whose cells at or above it hold ``target``.
-        acc, level = 0.0, ranked[n_grid - 1]
-        for j in range(n_grid - 1, -1, -1):
-            acc += ranked[j]
-            level = ranked[j]
-            if acc >= target[g] * total:
+        need = target[g] * total
+        top = 0
+        for i in range(1, n_grid):
+            if mass[i] > mass[top]:
+                top = i
+        unimodal = True
+        for i in range(1, n_grid):
+            if (mass[i] < mass[i - 1]) if i <= top else (mass[i] > mass[i - 1]):
+                unimodal = False
                 break
+        if unimodal:
+            # The cells above any level form one run around the top cell: grow it toward the
+            # heavier neighbour, which adds cells in the order of a sort, without the sort.
+            first, last, acc = top, top, mass[top]
+            while acc < need and (first > 0 or last < n_grid - 1):
+                left = mass[first - 1] if first > 0 else -1.0
+                right = mass[last + 1] if last < n_grid - 1 else -1.0
+                if right > left:
+                    last += 1
+                    acc += right
+                else:
+                    first -= 1
+                    acc += left
+            # Cells tied with the last one taken are in the level set too (a symmetric
+            # mixture centred in the grid has twin cells).
+            level = min(mass[first], mass[last])
+            while first > 0 and mass[first - 1] >= level:
+                first -= 1
+            while last < n_grid - 1 and mass[last + 1] >= level:
+                last += 1
+        else:
+            ranked = np.sort(mass)
+            # The smallest mass level whose cells at or above it hold ``target``.
+            acc, level = 0.0, ranked[n_grid - 1]
+            for j in range(n_grid - 1, -1, -1):
+                acc += ranked[j]
+                level = ranked[j]
+                if acc >= need:
+                    break
+            first, last = n_grid - 1, 0
+            for i in range(n_grid):
+                if mass[i] >= level:
+                    first = min(first, i)
+                    last = max(last, i)
         # Cell edges, not centres: a null component's whole mass sits in one cell.
-        first, last = n_grid - 1, 0
-        for i in range(n_grid):
-            if mass[i] >= level:
-                first = min(first, i)
-                last = max(last, i)
         lo[g] = a + first * step
         hi[g] = a + (last + 1) * step

@@ -56,7 +56,11 @@ def test_zinb_and_donor_answers_do_not_depend_on_threads(monkeypatch):
     data = bc.CountData.from_pandas(sim.counts, sim.samples, "~ condition + (1|donor)", size_factors="poscounts")
     one, two, a, b = fit_both(data, "nb_donor", ["condition", "B", "A"], monkeypatch)
     assert_same(a, b, LFC_COLUMNS)
-    np.testing.assert_allclose(two.random_effects().re_sd, one.random_effects().re_sd, rtol=1e-4)
+    # Donor sds are draw averages over slots picked by uniform draws against the slots' weights:
+    # a weight moved by 1e-6 can move one draw of 200 to a neighbouring node (~0.5% of the mean).
+    np.testing.assert_allclose(two.idata["laplace"]["mix_weight"].values, one.idata["laplace"]["mix_weight"].values,
+                               rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(two.random_effects().re_sd, one.random_effects().re_sd, rtol=0.01)
 
 
 def test_compiled_kernels_release_the_gil():
