@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 #: Work arrays smaller than this (genes x values per gene) do not repay a thread: the
 #: whole-array numpy calls get too short. 1,000 genes at 12 samples; 6 genes at 2,000 cells.
 MIN_CHUNK = 12_000
+#: Gene chunks per thread, handed out as threads come free: genes differ in cost (Newton
+#: iterations, safeguarded steps), and one chunk per thread left one waiting for the other.
+CHUNKS_PER_THREAD = 2
 _COMPILE_LOCK = threading.RLock()
 _LOCAL = threading.local()
 _POOL: ThreadPoolExecutor | None = None
@@ -94,20 +97,23 @@ def gene_blocks(n_genes: int, size: int) -> list[slice]:
 
 
 def gene_chunks(n_genes: int, n_threads: int, per_gene: int = 1, min_chunk: int | None = None) -> list[slice]:
-    """Contiguous, nearly equal gene ranges: one per thread, none with under ``min_chunk`` values.
+    """Contiguous, nearly equal gene ranges, :data:`CHUNKS_PER_THREAD` per thread, none with under ``min_chunk`` values.
 
     ``per_gene``: values per gene in the work arrays (observations for the
-    likelihood kernels); ``min_chunk`` defaults to :data:`MIN_CHUNK`.
+    likelihood kernels); ``min_chunk`` defaults to :data:`MIN_CHUNK`. With one
+    thread, one range.
 
     Examples
     --------
     >>> gene_chunks(5000, 2, per_gene=12)
-    [slice(0, 2500, None), slice(2500, 5000, None)]
-    >>> gene_chunks(1500, 2, per_gene=12)
-    [slice(0, 1500, None)]
+    [slice(0, 1250, None), slice(1250, 2500, None), slice(2500, 3750, None), slice(3750, 5000, None)]
+    >>> gene_chunks(2500, 2, per_gene=12)
+    [slice(0, 1250, None), slice(1250, 2500, None)]
     """
+    if n_threads <= 1:
+        return [slice(0, n_genes)]
     least = -(-(MIN_CHUNK if min_chunk is None else min_chunk) // max(int(per_gene), 1))
-    k = int(max(1, min(n_threads, n_genes // max(least, 1))))
+    k = int(max(1, min(CHUNKS_PER_THREAD * n_threads, n_genes // max(least, 1))))
     edges = np.linspace(0, n_genes, k + 1).round().astype(int)
     return [slice(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:])]
 
@@ -115,23 +121,45 @@ def gene_chunks(n_genes: int, n_threads: int, per_gene: int = 1, min_chunk: int 
 def run_chunks(fn, items, n_threads: int) -> list:
     """``[fn(x) for x in items]``, on up to ``n_threads`` threads (the caller's among them).
 
-    Each thread takes a contiguous run of the items. Called from inside a
-    chunk it runs in line, so chunks never wait on each other.
+    Each thread takes the next item when it is free (genes differ in cost, so
+    fixed shares leave a thread waiting). Called from inside a chunk it runs
+    in line, so chunks never wait on each other.
     """
     items = list(items)
     k = min(n_threads, len(items))
     if k <= 1 or getattr(_LOCAL, "in_chunk", False):
         return [fn(x) for x in items]
-    edges = np.linspace(0, len(items), k + 1).round().astype(int)
-    runs = [items[a:b] for a, b in zip(edges[:-1], edges[1:])]
+    results: list = [None] * len(items)
+    queue = iter(range(len(items)))
+    lock = threading.Lock()
+
+    def worker():
+        _LOCAL.in_chunk = True
+        try:
+            while True:
+                with lock:
+                    i = next(queue, None)
+                if i is None:
+                    return
+                results[i] = fn(items[i])
+        finally:
+            _LOCAL.in_chunk = False
+
     pool = _pool(k - 1)
-    futures = [pool.submit(_in_chunk, fn, run) for run in runs[1:]]
+    futures = [pool.submit(worker) for _ in range(k - 1)]
     try:
-        first = _in_chunk(fn, runs[0])
+        worker()
+    except BaseException:
+        with lock:  # stop handing out items
+            for _ in queue:
+                pass
+        raise
     finally:
         # No chunk may still be writing when the caller moves on (or unwinds).
         wait(futures)
-    return [*first, *(y for f in futures for y in f.result())]
+    for f in futures:
+        f.result()  # a worker's exception
+    return results
 
 
 def map_rows(fn, arrays, n_threads: int) -> np.ndarray:
@@ -144,14 +172,6 @@ def map_rows(fn, arrays, n_threads: int) -> np.ndarray:
     if len(chunks) == 1:
         return fn(*arrays)
     return np.concatenate(run_chunks(lambda sl: fn(*(a[sl] for a in arrays)), chunks, n_threads))
-
-
-def _in_chunk(fn, run):
-    _LOCAL.in_chunk = True
-    try:
-        return [fn(x) for x in run]
-    finally:
-        _LOCAL.in_chunk = False
 
 
 def _pool(size: int) -> ThreadPoolExecutor:

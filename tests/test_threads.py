@@ -8,6 +8,7 @@ equal to the bit.
 """
 
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -83,6 +84,7 @@ def test_run_chunks_keeps_order_runs_nested_calls_inline_and_raises():
         inner = _threads.run_chunks(lambda j: (j, threading.get_ident()), range(3), 2)
         assert {t for _, t in inner} == {threading.get_ident()}
         seen.append(threading.get_ident())
+        time.sleep(0.02)  # long enough that both threads take items
         return i * i
 
     assert _threads.run_chunks(work, range(7), 2) == [i * i for i in range(7)]
@@ -99,7 +101,8 @@ def test_run_chunks_keeps_order_runs_nested_calls_inline_and_raises():
 
 def test_thread_settings_are_checked(monkeypatch):
     assert _threads.gene_chunks(2999, 4, per_gene=10, min_chunk=10_000) == [slice(0, 1500), slice(1500, 2999)]
-    assert _threads.gene_chunks(100, 2, per_gene=2000) == [slice(0, 50), slice(50, 100)]
+    assert _threads.gene_chunks(100, 2, per_gene=2000) == [slice(0, 25), slice(25, 50), slice(50, 75), slice(75, 100)]
+    assert _threads.gene_chunks(5000, 1, per_gene=12) == [slice(0, 5000)]
     for bad in (0, -1, 1.5, True):
         with pytest.raises(InputError, match="n_threads must be a positive integer"):
             _threads.resolve_threads(bad)
