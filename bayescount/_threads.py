@@ -261,4 +261,5 @@ def _own_cache_entry(py_func, key):
     return own
 
 
-__all__ = ["default_threads", "resolve_threads", "threads_limit", "gene_blocks", "gene_chunks", "run_chunks", "map_rows", "compile_kernel", "Kernel", "MIN_CHUNK"]
+__all__ = ["default_threads", "resolve_threads", "threads_limit", "gene_blocks", "gene_chunks", "run_chunks",
+           "map_rows", "compile_kernel", "Kernel", "MIN_CHUNK", "CHUNKS_PER_THREAD"]

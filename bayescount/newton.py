@@ -8,11 +8,10 @@ matrix and each gene's small K x K solve are batched numpy.
 
 from __future__ import annotations
 
-import logging
-import time
-
 import copy
+import logging
 import threading
+import time
 
 import numpy as np
 import pytensor.tensor as pt
@@ -136,10 +135,6 @@ class GeneProblem:
     def compile_seconds(self) -> float:
         """Seconds spent compiling kernels for this problem (and its chunks)."""
         return self._compiled["seconds"]
-
-    @property
-    def n_genes(self) -> int:
-        return self.y.shape[0]
 
     def take(self, genes: slice) -> "GeneProblem":
         """The problem for a contiguous range of genes: views of the counts, kernels and caches shared."""
