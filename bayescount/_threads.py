@@ -168,7 +168,7 @@ def map_rows(fn, arrays, n_threads: int) -> np.ndarray:
     ``arrays`` share their first axis (genes); ``fn`` must treat every gene
     on its own and return an array over the same genes.
     """
-    chunks = gene_chunks(arrays[0].shape[0], n_threads, int(np.prod(arrays[0].shape[1:])))
+    chunks = gene_chunks(arrays[0].shape[0], n_threads, max(int(np.prod(a.shape[1:])) for a in arrays))
     if len(chunks) == 1:
         return fn(*arrays)
     return np.concatenate(run_chunks(lambda sl: fn(*(a[sl] for a in arrays)), chunks, n_threads))
