@@ -83,7 +83,8 @@ def resolve_threads(n_threads: int | None) -> int:
     if n_threads is None:
         return default_threads()
     if isinstance(n_threads, bool) or not isinstance(n_threads, (int, np.integer)) or n_threads < 1:
-        raise InputError(f"n_threads must be a positive integer, got {n_threads!r}")
+        raise InputError(f"n_threads (--threads) must be a positive integer, got {n_threads!r}; "
+                         "give e.g. 2, or leave it out to use every CPU")
     return int(n_threads)
 
 

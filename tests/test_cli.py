@@ -87,6 +87,7 @@ def test_bad_input_exits_2_without_output(simdir, tmp_path, kind, words):
     (["--design", "~ group", "--coef", "nope"], "unknown coefficient"),
     (["--design", "~ group", "--contrast", "group,B"], "factor,level,reference"),
     (["--design", "~ group", "--model", "zzz"], "unknown template"),
+    (["--design", "~ group", "--threads", "0"], "--threads) must be a positive integer"),
 ])
 def test_bad_options_exit_2(simdir, tmp_path, args, words, capsys):
     out = tmp_path / "o.csv"

@@ -104,7 +104,7 @@ def test_thread_settings_are_checked(monkeypatch):
     assert _threads.gene_chunks(100, 2, per_gene=2000) == [slice(0, 25), slice(25, 50), slice(50, 75), slice(75, 100)]
     assert _threads.gene_chunks(5000, 1, per_gene=12) == [slice(0, 5000)]
     for bad in (0, -1, 1.5, True):
-        with pytest.raises(InputError, match="n_threads must be a positive integer"):
+        with pytest.raises(InputError, match=r"n_threads \(--threads\) must be a positive integer"):
             _threads.resolve_threads(bad)
     monkeypatch.setenv("BAYESCOUNT_THREADS", "3")
     assert _threads.default_threads() == 3
