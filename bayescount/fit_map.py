@@ -17,7 +17,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 import numpy as np
 from scipy import optimize
@@ -386,8 +386,7 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
         mask[:, hf.sliced] = 0.0
     # The prior swap moves with u only through hyperparameter-driven block coordinates
     # (tau, the zero-inflation scale); without them it is computed once.
-    slots = None if block_groups else component_slots(table, pr.component_precisions(), n_threads, means=False)[0]
-    fixed_ratio = slots
+    fixed_ratio = None if block_groups else component_slots(table, pr.component_precisions(), n_threads, means=False)[0]
     bounds = _bounds(lay, u)
     for _ in range(max_rounds):
         pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
@@ -419,7 +418,7 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
             u = res.x
         if change < hyper_tol:
             break
-    return u, pi, slots
+    return u, pi, fixed_ratio
 
 
 @one_blas_thread
@@ -534,18 +533,23 @@ def _join_states(parts: list[MapState]) -> MapState:
         return parts[0]
     S = max(p.mode.shape[1] for p in parts)
 
-    def widen(a, width):
-        return a if a.shape[1] == width else np.concatenate([a, np.repeat(a[:, :1], width - a.shape[1], axis=1)], axis=1)
+    def widen(a, name):
+        if name not in _SLOTTED or a.shape[1] == S:
+            return a
+        if name == "weights":
+            return np.pad(a, ((0, 0), (0, S - a.shape[1])))
+        return np.concatenate([a, np.repeat(a[:, :1], S - a.shape[1], axis=1)], axis=1)
 
-    slotted = {"mode", "cov", "prior_component", "re_log_sd"}
     out = {}
-    for name in ("mode", "cov", "weights", "prior_component", "map_mode", "map_cov", "mle_mode", "mle_cov",
-                 "converged", "n_iter", "loglik", "log_evidence", "re_log_sd"):
-        arrays = [getattr(p, name) for p in parts]
-        if arrays[0] is None:
-            out[name] = None
-        elif name == "weights":
-            out[name] = np.concatenate([np.pad(a, ((0, 0), (0, S - a.shape[1]))) for a in arrays])
+    for f in fields(MapState):
+        arrays = [getattr(p, f.name) for p in parts]
+        if f.name in _SHARED or arrays[0] is None:
+            out[f.name] = arrays[0]
         else:
-            out[name] = np.concatenate([widen(a, S) if name in slotted else a for a in arrays])
-    return MapState(**out, hyper=parts[0].hyper, names=parts[0].names)
+            out[f.name] = np.concatenate([widen(a, f.name) for a in arrays])
+    return MapState(**out)
+
+
+#: MapState fields that are not per gene, and the per-gene ones indexed by slot.
+_SHARED = {"hyper", "names", "n_sweeps", "timings"}
+_SLOTTED = {"mode", "cov", "weights", "prior_component", "re_log_sd"}

@@ -14,7 +14,7 @@ the data without an effect gain weight under the null component.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numba
 import numpy as np
@@ -60,24 +60,30 @@ class NodeTable:
 
     def take(self, genes: slice) -> "NodeTable":
         """The table of a contiguous range of genes (views)."""
-        return NodeTable(*(getattr(self, f)[genes] for f in _GENE_FIELDS),
-                         slices=None if self.slices is None else tuple(a[genes] for a in self.slices),
-                         null_gap=None if self.null_gap is None else self.null_gap[genes], null_pos=self.null_pos)
+        return NodeTable(**{f.name: _gene_part(getattr(self, f.name), f.name, genes) for f in fields(self)})
 
     @staticmethod
     def concat(tables: list["NodeTable"]) -> "NodeTable":
         """One table from the tables of consecutive gene ranges, in gene order."""
         if len(tables) == 1:
             return tables[0]
-        first = tables[0]
-        return NodeTable(*(np.concatenate([getattr(t, f) for t in tables]) for f in _GENE_FIELDS),
-                         slices=None if first.slices is None else
-                         tuple(np.concatenate([t.slices[i] for t in tables]) for i in range(len(first.slices))),
-                         null_gap=None if first.null_gap is None else np.concatenate([t.null_gap for t in tables]),
-                         null_pos=first.null_pos)
+        out = {}
+        for f in fields(NodeTable):
+            values = [getattr(t, f.name) for t in tables]
+            if f.name == "null_pos" or values[0] is None:
+                out[f.name] = values[0]
+            elif isinstance(values[0], tuple):  # slices: (nodes, log weights)
+                out[f.name] = tuple(np.concatenate(v) for v in zip(*values))
+            else:
+                out[f.name] = np.concatenate(values)
+        return NodeTable(**out)
 
 
-_GENE_FIELDS = ("d", "base", "b", "prec", "ok", "loc_b", "w_prec")
+def _gene_part(value, name, genes):
+    """A NodeTable field's rows for ``genes`` (``null_pos`` is not per gene)."""
+    if name == "null_pos" or value is None:
+        return value
+    return tuple(a[genes] for a in value) if isinstance(value, tuple) else value[genes]
 
 
 def _log_normal(x, loc, scale):
