@@ -177,7 +177,7 @@ def cmd_fit(args) -> int:
 
     if args.threads is None:
         return _cmd_fit(args)
-    with threads_limit(args.threads):  # the LFC table's summaries too
+    with threads_limit(args.threads):  # every step's default, the LFC table's summaries included
         return _cmd_fit(args)
 
 
@@ -223,7 +223,7 @@ def _cmd_fit(args) -> int:
                  data.n_dropped_zero)
         res = fit(data, model=args.model, method=args.method, random_seed=args.seed, draws=args.draws,
                   log_likelihood=args.log_likelihood, progress=_progress(args), nuts_sampler=args.nuts_sampler,
-                  advi_minibatch=args.advi_minibatch, n_threads=args.threads)
+                  advi_minibatch=args.advi_minibatch)
         table = res.lfc(contrast, hdi_prob=args.hdi_prob)
         log.info("%scontrast %s: %d genes with svalue < 0.05", prefix, table.attrs["contrast"],
                  int((table.svalue < 0.05).sum()))
@@ -278,8 +278,7 @@ def _fit_store(args, datasets, contrast) -> int:
         client = _dask_client(args, stack) if args.scheduler == "dask" else None
         table = fit_chunked(data, store, model=args.model, contrast=contrast, memory=args.memory,
                             random_seed=0 if args.seed is None else args.seed, hdi_prob=args.hdi_prob,
-                            chunk_size=args.chunk_genes, progress=_progress(args), client=client,
-                            n_threads=args.threads)
+                            chunk_size=args.chunk_genes, progress=_progress(args), client=client)
     if args.out:
         atomic_write_csv(table, args.out, index=False)
         log.info("LFC table written to %s", args.out)

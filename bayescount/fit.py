@@ -89,7 +89,7 @@ def fit(
         templates, e.g. ``"~ group"``; same as ``data.with_zero_design(formula)``.
     n_threads : int, optional
         Threads for the MAP path's per-gene work (contiguous gene chunks,
-        one per thread; at least 1,000 genes each). Default: the
+        two per thread, each of at least 12,000 gene x observation values). Default: the
         ``BAYESCOUNT_THREADS`` environment variable, else every CPU this
         process may use. Answers agree to rounding (~1e-6) whatever the number.
 
