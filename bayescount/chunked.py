@@ -198,14 +198,16 @@ def _chunk_result(part, spec_json, u, pi, seed, vec, hdi_prob) -> dict[str, np.n
     n_threads = resolve_threads(None)  # the caller's, set by threads_limit
     state, _, _ = _fit_genes(GeneProblem(spec, part, lay), part, lay, hf, u, pi, 2e-3, refine=False,
                              n_threads=n_threads)
-    tree = _map_tree(state, part, lay, 2, seed, False, spec, n_threads=n_threads)
+    # The table needs no draws: the posterior is never made.
+    tree, pending = _map_tree(state, part, lay, 2, seed, False, spec, n_threads=n_threads)
     tree.attrs.update({"method": "map", "spec": spec_json, "spec_hash": spec.hash, "random_seed": seed,
+                       "hyper": json.dumps({k: np.asarray(v).tolist() for k, v in state.hyper.items()}),
                        "design": part.design.formula, "sample_columns": json.dumps(list(part.samples.columns)),
                        "hyper_names": json.dumps(list(lay.hyper)),
                        "dispersion_by": part.dispersion_groups.column if part.dispersion_groups else "",
                        "zero_design": part.zero_design.formula if part.zero_design else ""})
     tree["constant_data"] = xr.DataTree(_constant_data(part))
-    table = Fit(idata=tree, spec=spec).lfc(vec, hdi_prob=hdi_prob)
+    table = Fit(idata=tree, spec=spec, posterior=pending).lfc(vec, hdi_prob=hdi_prob)
     # Gene ids come from the data; flags, s-values and padj are gene-wide and computed on assembly.
     out = {c: table[c].to_numpy(dtype=float) for c in table.columns if c not in ("gene", "flag", "svalue", "padj")}
     out["converged"] = state.converged.astype(np.int8)

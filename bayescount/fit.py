@@ -61,7 +61,9 @@ def fit(
         Seed for draws and samplers. If omitted one is drawn and recorded in
         the result's attrs, so any fit can be repeated.
     draws : int, optional
-        Posterior draws (default 1000 per chain for NUTS/ADVI, 200 Laplace draws for MAP).
+        Posterior draws (default 1000 per chain for NUTS/ADVI, 200 Laplace draws for MAP;
+        the MAP path makes them on first access to the result's ``idata``, not for
+        its LFC table).
     priors : dict, optional
         Overrides of the template's hyperparameters, ``{section: {key: value}}``.
     log_likelihood : bool
@@ -131,10 +133,11 @@ def fit(
     t0 = time.perf_counter()
     if method == "map":
         state = fit_map(spec, data, progress=progress, n_threads=n_threads)
-        tree = _map_tree(state, data, lay, draws or 200, seed, log_likelihood, spec, n_threads=n_threads)
+        tree, pending = _map_tree(state, data, lay, draws or 200, seed, log_likelihood, spec, n_threads=n_threads)
         extra = {"hyper": json.dumps({k: np.asarray(v).tolist() for k, v in state.hyper.items()}),
                  "timings": json.dumps(state.timings), "n_sweeps": state.n_sweeps}
     else:
+        pending = None
         tree, extra = _pymc_tree(spec, data, method, seed, draws, log_likelihood, progress, tune, chains,
                                  nuts_sampler, advi_steps, advi_learning_rate, advi_minibatch)
     tree["constant_data"] = xr.DataTree(_constant_data(data))
@@ -156,7 +159,7 @@ def fit(
             **extra,
         }
     )
-    return Fit(idata=tree, spec=spec)
+    return Fit(idata=tree, spec=spec, posterior=pending)
 
 
 def _constant_data(data: CountData) -> xr.Dataset:
@@ -188,10 +191,80 @@ def _observed(data: CountData) -> xr.Dataset:
     )
 
 
-def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec, n_threads=1) -> xr.DataTree:
+def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec, n_threads=1):
+    """The MAP fit's groups, and a function that adds its ``posterior`` (Laplace draws) to them.
+
+    The draws are a function of the ``laplace`` group and the seed, so they
+    are made when first asked for (:class:`~bayescount.result.Fit` calls the
+    function on first access to ``idata``): an LFC table does not need them.
+    With ``log_likelihood`` they are made now and the function is None.
+    """
     genes = np.asarray(data.genes, dtype=object)
+    coords = {"gene": genes, "coef": list(lay.coef)}
+    if lay.slopes:
+        coords["slope"] = list(lay.slopes)
+    if lay.mixture is not None:
+        coords["scale"] = lay.mixture.grid()
+    if lay.re_terms:
+        coords["re_coef"] = list(lay.re_coef)
+        coords["re_term"] = list(lay.re_terms)
+    if lay.disp_levels:
+        coords["disp_level"] = list(lay.disp_levels)
+        coords["shifted_level"] = list(lay.disp_levels[1:])
+    if lay.zero_coef:
+        coords["zero_coef"] = list(lay.zero_coef)
+    names = list(lay.names)
+    laplace = xr.Dataset(
+        {
+            "mode": (("gene", "param"), state.map_mode),
+            "cov": (("gene", "param", "param_"), state.map_cov),
+            "mix_mode": (("gene", "component", "param"), state.mode),
+            "mix_cov": (("gene", "component", "param", "param_"), state.cov),
+            "mix_weight": (("gene", "component"), state.weights),
+            "prior_component": (("gene", "component"), state.prior_component),
+            "mle_mode": (("gene", "param"), state.mle_mode),
+            "mle_cov": (("gene", "param", "param_"), state.mle_cov),
+        },
+        # The posterior's coordinates too, so answers read them without making the draws.
+        coords={**coords, "param": names, "param_": names, "component": np.arange(state.mode.shape[1])},
+    )
+    laplace.attrs["note"] = ("mode/cov: posterior mode and its Laplace covariance; the posterior used for answers is "
+                             "sum_c mix_weight_c N(mix_mode_c, mix_cov_c) per gene over its heaviest (dispersion "
+                             "quadrature node x LFC-prior component) pairs; prior_component names the component; mle_* is the fit with the coefficient prior widened "
+                             "(dispersion integrated out), used for Wald p-values")
+    map_stats = xr.Dataset(
+        {"converged": ("gene", state.converged), "n_iter": ("gene", state.n_iter), "loglik": ("gene", state.loglik),
+         "log_evidence": ("gene", state.log_evidence)},
+        coords={"gene": genes},
+    )
+    groups = {"laplace": laplace, "map_stats": map_stats, "observed_data": _observed(data)}
+
+    def posterior():
+        theta, slot = laplace_draws(state, draws, seed, return_slots=True, n_threads=n_threads)  # (draw, gene, K)
+        return _map_posterior(state, lay, theta, slot, draws, seed, coords), theta
+
+    def add_posterior(tree: xr.DataTree) -> None:
+        t0 = time.perf_counter()
+        tree["posterior"] = xr.DataTree(posterior()[0])
+        if "timings" in tree.attrs:
+            timings = json.loads(tree.attrs["timings"])
+            timings["laplace_draws"] = time.perf_counter() - t0
+            tree.attrs["timings"] = json.dumps(timings)
+
+    if not log_likelihood:
+        return xr.DataTree.from_dict(groups), add_posterior
+    post, theta = posterior()
+    ll = pointwise_loglik(spec, data, lay, theta)
+    groups["log_likelihood"] = xr.Dataset(
+        {"counts": (("chain", "draw", "gene", "obs"), ll[None])},
+        coords={"chain": [0], "draw": np.arange(draws), "gene": genes, "obs": np.asarray(data.obs, dtype=object)},
+    )
+    return xr.DataTree.from_dict({"posterior": post, **groups}), None
+
+
+def _map_posterior(state: MapState, lay, theta, slot, draws, seed, coords) -> xr.Dataset:
+    """The ``posterior`` group from Laplace draws ``theta`` (draw, gene, K) and their slots (draw, gene)."""
     P, L = lay.n_coef, lay.n_linear
-    theta, slot = laplace_draws(state, draws, seed, return_slots=True, n_threads=n_threads)  # (draw, gene, K), (draw, gene)
     post = {"beta": (("chain", "draw", "gene", "coef"), theta[None, :, :, :P])}
     if lay.re_terms:
         post["re"] = (("chain", "draw", "gene", "re_coef"), theta[None, :, :, P:L])
@@ -214,52 +287,9 @@ def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec, n_t
         else:
             dim = lay.hyper[name].dims
             post[name] = (("chain", "draw", dim), np.broadcast_to(value, (1, draws, value.size)).copy())
-    coords = {"chain": [0], "draw": np.arange(draws), "gene": genes, "coef": list(lay.coef)}
-    if lay.slopes:
-        coords["slope"] = list(lay.slopes)
-    if lay.mixture is not None:
-        coords["scale"] = lay.mixture.grid()
-    if lay.re_terms:
-        coords["re_coef"] = list(lay.re_coef)
-        coords["re_term"] = list(lay.re_terms)
-    if lay.disp_levels:
-        coords["disp_level"] = list(lay.disp_levels)
-        coords["shifted_level"] = list(lay.disp_levels[1:])
-    if lay.zero_coef:
-        coords["zero_coef"] = list(lay.zero_coef)
-    posterior = xr.Dataset(post, coords=coords)
+    posterior = xr.Dataset(post, coords={"chain": [0], "draw": np.arange(draws), **coords})
     posterior.attrs["note"] = "Laplace draws around per-gene modes; shared hyperparameters are point estimates"
-    names = list(lay.names)
-    laplace = xr.Dataset(
-        {
-            "mode": (("gene", "param"), state.map_mode),
-            "cov": (("gene", "param", "param_"), state.map_cov),
-            "mix_mode": (("gene", "component", "param"), state.mode),
-            "mix_cov": (("gene", "component", "param", "param_"), state.cov),
-            "mix_weight": (("gene", "component"), state.weights),
-            "prior_component": (("gene", "component"), state.prior_component),
-            "mle_mode": (("gene", "param"), state.mle_mode),
-            "mle_cov": (("gene", "param", "param_"), state.mle_cov),
-        },
-        coords={"gene": genes, "param": names, "param_": names, "component": np.arange(state.mode.shape[1])},
-    )
-    laplace.attrs["note"] = ("mode/cov: posterior mode and its Laplace covariance; the posterior used for answers is "
-                             "sum_c mix_weight_c N(mix_mode_c, mix_cov_c) per gene over its heaviest (dispersion "
-                             "quadrature node x LFC-prior component) pairs; prior_component names the component; mle_* is the fit with the coefficient prior widened "
-                             "(dispersion integrated out), used for Wald p-values")
-    map_stats = xr.Dataset(
-        {"converged": ("gene", state.converged), "n_iter": ("gene", state.n_iter), "loglik": ("gene", state.loglik),
-         "log_evidence": ("gene", state.log_evidence)},
-        coords={"gene": genes},
-    )
-    groups = {"posterior": posterior, "laplace": laplace, "map_stats": map_stats, "observed_data": _observed(data)}
-    if log_likelihood:
-        ll = pointwise_loglik(spec, data, lay, theta)
-        groups["log_likelihood"] = xr.Dataset(
-            {"counts": (("chain", "draw", "gene", "obs"), ll[None])},
-            coords={"chain": [0], "draw": np.arange(draws), "gene": genes, "obs": np.asarray(data.obs, dtype=object)},
-        )
-    return xr.DataTree.from_dict(groups)
+    return posterior
 
 
 def _pymc_tree(spec, data, method, seed, draws, log_likelihood, progress, tune, chains, nuts_sampler,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
-from dataclasses import dataclass
+import threading
 
 import numpy as np
 import pandas as pd
@@ -22,7 +22,6 @@ log = logging.getLogger(__name__)
 LFC_COLUMNS = ["gene", "base_mean", "log2fc", "log2fc_sd", "hdi_low", "hdi_high", "lfsr", "svalue", "dispersion", "flag"]
 
 
-@dataclass
 class Fit:
     """A fitted template: ArviZ data (an :class:`xarray.DataTree`) plus its spec.
 
@@ -32,6 +31,10 @@ class Fit:
     ``sample_stats``, ``log_likelihood`` (on request) and, on the MAP path,
     ``laplace`` (per-gene mode and covariance) and ``map_stats``. Root attrs
     hold the spec JSON, its hash, the method, the seed and package versions.
+
+    On the MAP path the ``posterior`` draws are a function of the ``laplace``
+    group and the seed; they are made on first access to :attr:`idata` (the
+    LFC table does not need them), and are the same whenever they are made.
 
     Examples
     --------
@@ -43,34 +46,58 @@ class Fit:
     ['gene', 'base_mean', 'log2fc', 'log2fc_sd']
     """
 
-    idata: xr.DataTree
-    spec: Spec
+    def __init__(self, idata: xr.DataTree, spec: Spec, posterior=None):
+        self._idata = idata
+        self.spec = spec
+        # Adds the posterior group to the tree when first needed (the MAP path's draws).
+        self._pending = posterior
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return (f"Fit(model={self.spec.name!r}, method={self.method!r}, genes={len(self.genes)}, "
+                f"groups={list(self._idata.children) if self._pending is None else ['posterior', *self._idata.children]})")
+
+    def __reduce__(self):
+        return (type(self), (self.idata, self.spec))
 
     # ------------------------------------------------------------------ properties
     @property
+    def idata(self) -> xr.DataTree:
+        """The ArviZ data (an :class:`xarray.DataTree`), its ``posterior`` group included."""
+        if self._pending is not None:
+            with self._lock:
+                if self._pending is not None:
+                    tree = self._idata
+                    self._pending(tree)
+                    kids = dict(tree.children)
+                    tree.children = {"posterior": kids.pop("posterior"), **kids}  # first, as on the other paths
+                    self._pending = None
+        return self._idata
+
+    @property
     def method(self) -> str:
-        return self.idata.attrs["method"]
+        return self._idata.attrs["method"]
 
     @property
     def random_seed(self) -> int:
-        return int(self.idata.attrs["random_seed"])
+        return int(self._idata.attrs["random_seed"])
 
     @property
     def genes(self) -> pd.Index:
-        return pd.Index(self.idata["posterior"]["gene"].values.astype(str), name="gene")
+        return pd.Index(self._idata["constant_data"]["gene"].values.astype(str), name="gene")
 
     @property
     def samples(self) -> pd.DataFrame:
-        cd = self.idata["constant_data"]
-        cols = json.loads(self.idata.attrs["sample_columns"])
+        cd = self._idata["constant_data"]
+        cols = json.loads(self._idata.attrs["sample_columns"])
         frame = pd.DataFrame({c: cd[f"sample__{c}"].values for c in cols}, index=cd["obs"].values.astype(str))
         frame.index.name = "obs"
         return frame
 
     @property
     def design(self) -> Design:
-        d = build_design(self.idata.attrs["design"], self.samples)
-        stored = self.idata["constant_data"]["design"].values
+        d = build_design(self._idata.attrs["design"], self.samples)
+        stored = self._idata["constant_data"]["design"].values
         if d.matrix.shape != stored.shape or not np.allclose(d.matrix, stored):
             raise ResultIntegrityError("stored design matrix does not match the stored sample table and formula")
         return d
@@ -78,12 +105,23 @@ class Fit:
     @property
     def hyper(self) -> dict:
         """Shared hyperparameters: point values (MAP) or posterior means."""
+        attrs = self._idata.attrs
+        names = json.loads(attrs["hyper_names"])
+        if self.has_group("laplace") and "hyper" in attrs:
+            stored = json.loads(attrs["hyper"])  # the MAP point values, as the posterior repeats them
+            return {n: stored[n] for n in names if n in stored}
         post = self.idata["posterior"]
-        names = json.loads(self.idata.attrs["hyper_names"])
         return {n: post[n].mean(("chain", "draw")).values.tolist() for n in names if n in post}
 
     def has_group(self, name: str) -> bool:
-        return name in self.idata.children
+        return name in self._idata.children or (name == "posterior" and self._pending is not None)
+
+    def _coord(self, name: str) -> list[str] | None:
+        """A posterior coordinate's values (None if absent); the MAP path's ``laplace`` group holds them too."""
+        if "laplace" in self._idata.children and name in self._idata["laplace"].coords:
+            return [str(v) for v in self._idata["laplace"][name].values]
+        post = self.idata["posterior"]
+        return [str(v) for v in post[name].values] if name in post.coords else None
 
     # ------------------------------------------------------------------ answers
     def lfc(self, contrast=None, hdi_prob: float = 0.95) -> pd.DataFrame:
@@ -110,11 +148,10 @@ class Fit:
             raise InputError(f"hdi_prob must be between 0 and 1, got {hdi_prob}")
         vec, label = self.design.contrast_vector(contrast, self.samples)
         P = vec.size
-        cd = self.idata["constant_data"]
+        cd = self._idata["constant_data"]
         out = pd.DataFrame({"gene": self.genes, "base_mean": cd["base_mean"].values})
-        post = self.idata["posterior"]
         if self.has_group("laplace"):
-            lap = self.idata["laplace"]
+            lap = self._idata["laplace"]
             mode = lap["mix_mode"].values[..., :P]  # gene, component, coef
             cov = lap["mix_cov"].values[..., :P, :P]
             comp_mean = mode @ vec / np.log(2)
@@ -123,7 +160,7 @@ class Fit:
             mean, sd, lfsr, lo, hi = mixture_summary(lap["mix_weight"].values, comp_mean, comp_sd, hdi_prob,
                                                      null_component=null, groups=lap["prior_component"].values)
         else:
-            beta = post["beta"].values  # chain, draw, gene, coef
+            beta = self.idata["posterior"]["beta"].values  # chain, draw, gene, coef
             draws = np.einsum("cdgk,k->cdg", beta, vec).reshape(-1, beta.shape[2]) / np.log(2)
             mean, sd = draws.mean(axis=0), draws.std(axis=0, ddof=1)
             lo, hi = hdi_from_draws(draws, hdi_prob)
@@ -143,7 +180,7 @@ class Fit:
 
             # Wald test on the near-MLE fit (coefficient prior widened), as DESeq2 tests the MLE,
             # but against a t reference where the dispersion is estimated (edgeR's QL logic).
-            lap = self.idata["laplace"]
+            lap = self._idata["laplace"]
             est = lap["mle_mode"].values[:, :P] @ vec
             se = np.sqrt(np.einsum("i,gij,j->g", vec, lap["mle_cov"].values[:, :P, :P], vec))
             df = np.asarray(self.wald_df(), dtype=float)  # scalar, or per gene with weights
@@ -180,11 +217,11 @@ class Fit:
         from .stats import prior_df
 
         plain = (type(self.spec.likelihood) is NegativeBinomial and isinstance(self.spec.dispersion, DispersionTrend)
-                 and not self.idata.attrs.get("dispersion_by") and getattr(self.spec, "random_effects", None) is None)
+                 and not self._idata.attrs.get("dispersion_by") and getattr(self.spec, "random_effects", None) is None)
         sigma = self.hyper.get("sigma_d")
         if not plain or sigma is None or np.size(sigma) != 1:
             return np.inf
-        cd = self.idata["constant_data"]
+        cd = self._idata["constant_data"]
         X = cd["design"].values
         # With observation weights a weight of 2 is the sample twice: the df count weights.
         n_obs = cd["weights"].values.sum(axis=1) if "weights" in cd else X.shape[0]
@@ -194,23 +231,23 @@ class Fit:
         """The LFC prior has a null component and the contrast involves slopes only."""
         from .parts import ScaleMixture
 
-        coef = list(self.idata["constant_data"]["coef"].values)
+        coef = list(self._idata["constant_data"]["coef"].values)
         shrunk = set(self._slopes())
         slopes_only = all(c in shrunk for c, v in zip(coef, vec) if v != 0)
         return isinstance(self.spec.coefficients, ScaleMixture) and slopes_only
 
     def _slopes(self) -> list[str]:
         """Coefficients under the LFC prior (the design's last term)."""
-        post = self.idata["posterior"]
-        if "slope" in post.coords:
-            return [str(c) for c in post["slope"].values]
-        return [c for c in map(str, self.idata["constant_data"]["coef"].values) if c != "Intercept"]
+        slopes = self._coord("slope")
+        if slopes is not None:
+            return slopes
+        return [c for c in map(str, self._idata["constant_data"]["coef"].values) if c != "Intercept"]
 
     def _null_prob_draws(self, beta) -> np.ndarray:
         """Per-draw probability that a gene sits in the null component: ``(n_draws, n_genes)``."""
         from scipy.special import logsumexp
 
-        coef = list(self.idata["constant_data"]["coef"].values)
+        coef = list(self._idata["constant_data"]["coef"].values)
         shrunk = set(self._slopes())
         slopes = beta[..., [i for i, c in enumerate(coef) if c in shrunk]]  # chain, draw, gene, slope
         grid = self.spec.coefficients.grid()
@@ -221,9 +258,9 @@ class Fit:
         return p0.reshape(-1, p0.shape[2])
 
     def _flags(self) -> np.ndarray:
-        flags = self.idata["constant_data"]["flags"].values.astype(str).astype(object)
+        flags = self._idata["constant_data"]["flags"].values.astype(str).astype(object)
         if self.has_group("map_stats"):
-            bad = np.flatnonzero(~self.idata["map_stats"]["converged"].values.astype(bool))
+            bad = np.flatnonzero(~self._idata["map_stats"]["converged"].values.astype(bool))
             flags[bad] = [f"{f};map_not_converged" if f else "map_not_converged" for f in flags[bad]]
         return flags
 
@@ -243,12 +280,12 @@ class Fit:
         from .parts import NATURAL_SCALE
 
         out = pd.DataFrame({"gene": self.genes})
-        post = self.idata["posterior"]
+        post = None if self.has_group("laplace") else self.idata["posterior"]
         for pname in self.spec.likelihood.gene_params:
             col, fn, _ = NATURAL_SCALE[pname]
             Z = self._zero_matrix() if pname == "logit_zero" else None
             if self.has_group("laplace"):
-                lap = self.idata["laplace"]
+                lap = self._idata["laplace"]
                 names = [str(n) for n in lap["param"].values]
                 ks = [k for k, n in enumerate(names) if n == pname or n.startswith(pname + "[")]
                 x = lap["mix_mode"].values[..., ks]  # (gene, component, coordinate)
@@ -265,7 +302,7 @@ class Fit:
                 continue
             # One value per level of dispersion_by: each level's column, and their
             # average over the samples as the gene's overall value.
-            levels = [str(v) for v in post["disp_level"].values]
+            levels = self._coord("disp_level")
             for j, lv in enumerate(levels):
                 out[f"{col}[{lv}]"] = values[:, j]
             out[col] = values @ self.level_shares()
@@ -273,7 +310,7 @@ class Fit:
         return out
 
     def _zero_matrix(self) -> np.ndarray | None:
-        cd = self.idata["constant_data"]
+        cd = self._idata["constant_data"]
         return cd["zero_design"].values if "zero_design" in cd else None
 
     def zero_effect(self, contrast=None, hdi_prob: float = 0.95) -> pd.DataFrame:
@@ -308,7 +345,7 @@ class Fit:
         >>> res.zero_effect().columns[:3].tolist()
         ['gene', 'zero_prob', 'log_odds_ratio']
         """
-        formula = self.idata.attrs.get("zero_design", "")
+        formula = self._idata.attrs.get("zero_design", "")
         if not formula:
             raise InputError("this fit has no zero-part covariates; refit a zero-inflated or hurdle template with "
                              "zero_design='~ group' (CLI --zero-design)")
@@ -318,7 +355,7 @@ class Fit:
         vec, label = design.contrast_vector(contrast, self.samples)
         out = pd.DataFrame({"gene": self.genes, "zero_prob": self.gene_summary()["zero_prob"].to_numpy()})
         if self.has_group("laplace"):
-            lap = self.idata["laplace"]
+            lap = self._idata["laplace"]
             names = [str(n) for n in lap["param"].values]
             ks = [names.index(f"logit_zero[{c}]") for c in design.coef]
             mode = lap["mix_mode"].values[..., ks]
@@ -340,10 +377,10 @@ class Fit:
 
     def level_shares(self) -> np.ndarray:
         """Share of the samples in each ``dispersion_by`` level (coordinate ``disp_level`` order)."""
-        column = self.idata.attrs.get("dispersion_by", "")
+        column = self._idata.attrs.get("dispersion_by", "")
         if not column:
             raise InputError("this fit has one dispersion per gene (no dispersion_by)")
-        levels = [str(v) for v in self.idata["posterior"]["disp_level"].values]
+        levels = self._coord("disp_level")
         values = self.samples[column].astype(str)
         return np.array([(values == lv).mean() for lv in levels])
 
@@ -376,7 +413,7 @@ class Fit:
             raise InputError(f"template {self.spec.name!r} has no random effects")
         sd = post["re_sd"].transpose("chain", "draw", "gene", "re_term").values
         sd = sd.reshape(-1, *sd.shape[2:])  # (draws, gene, term)
-        mu = self.idata["constant_data"]["base_mean"].values
+        mu = self._idata["constant_data"]["base_mean"].values
         if "dispersion" in post:
             disp = post["dispersion"]
             if "disp_level" in disp.dims:

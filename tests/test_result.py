@@ -99,3 +99,27 @@ def test_same_seed_same_draws():
     a = bc.fit(sim.data, method="map", random_seed=5)
     b = bc.fit(sim.data, method="map", random_seed=5)
     np.testing.assert_allclose(a.idata["posterior"]["beta"].values, b.idata["posterior"]["beta"].values)
+
+
+def test_map_draws_made_on_first_access_are_those_of_an_eager_fit():
+    """The MAP posterior is made when idata is first read; answers and draws do not depend on when."""
+    import pickle
+
+    sim = bc.simulate(n_genes=150, n_per_group=3, random_seed=9)
+    eager = bc.fit(sim.data, method="map", random_seed=6, log_likelihood=True)  # draws made in fit
+    lazy = bc.fit(sim.data, method="map", random_seed=6)
+    assert lazy.has_group("posterior") and "posterior" not in lazy._idata.children
+    table = lazy.lfc()
+    assert lazy.hyper.keys() == eager.hyper.keys()
+    assert "posterior" not in lazy._idata.children  # the table, genes and hyperparameters need no draws
+    copy = pickle.loads(pickle.dumps(lazy))  # pickling makes them
+    assert list(lazy.idata.children)[0] == "posterior"
+    for name in ("beta", "dispersion", "sigma_d"):
+        np.testing.assert_array_equal(lazy.idata["posterior"][name].values, eager.idata["posterior"][name].values)
+        np.testing.assert_array_equal(copy.idata["posterior"][name].values, eager.idata["posterior"][name].values)
+    for name, value in eager.hyper.items():
+        np.testing.assert_allclose(lazy.hyper[name], value, rtol=1e-12)
+    pd_tab = eager.lfc()
+    np.testing.assert_allclose(table.drop(columns=["gene", "flag"]).to_numpy(float),
+                               pd_tab.drop(columns=["gene", "flag"]).to_numpy(float), rtol=1e-12)
+    assert "laplace_draws" in json.loads(lazy.idata.attrs["timings"])
