@@ -347,8 +347,10 @@ def component_slots(table: NodeTable, comp_prec, n_threads: int = 1, means: bool
     pos = np.asarray(table.null_pos if table.null_gap is not None else [], dtype=np.int64)
     f = np.float64
 
+    kernel = _slots_kernel_2 if P == 2 else _slots_kernel
+
     def chunk(sl):
-        _slots_kernel(np.ascontiguousarray(table.prec[sl], f), np.ascontiguousarray(table.b[sl], f),
+        kernel(np.ascontiguousarray(table.prec[sl], f), np.ascontiguousarray(table.b[sl], f),
                       np.ascontiguousarray(table.loc_b[sl], f), np.ascontiguousarray(table.w_prec[sl], f),
                       np.ascontiguousarray(comp_prec[:, sl], f), np.ascontiguousarray(gap[sl], f), pos,
                       log_ratio[sl], mean[sl], means)
@@ -423,6 +425,59 @@ def _slots_kernel(prec, b, loc_b, w_prec, comp_prec, gap, pos, log_ratio, mean, 
                 if store_mean:
                     for a in range(P):
                         mean[g, n, c, a] = m[a]
+
+
+@numba.njit(cache=True, nogil=True)
+def _slots_kernel_2(prec, b, loc_b, w_prec, comp_prec, gap, pos, log_ratio, mean, store_mean):  # pragma: no cover
+    # :func:`_slots_kernel` for 2 x 2 blocks (intercept and one LFC, the common design) in
+    # closed form: determinant and adjugate instead of a Cholesky factor, one log per slot
+    # instead of two and no square roots (the swap's largest cost at 20,000 genes).
+    G, N, _ = b.shape
+    C = comp_prec.shape[0]
+    with_gap = gap.shape[1] > 0
+    const = np.empty(C)
+    for g in range(G):
+        for c in range(C):
+            acc = 0.0
+            for a in range(2):
+                delta = comp_prec[c, g, a] - w_prec[g, a]
+                acc += 0.5 * np.log(comp_prec[c, g, a] / w_prec[g, a]) - 0.5 * delta * loc_b[g, a] ** 2
+            const[c] = acc
+        l0, l1 = loc_b[g, 0], loc_b[g, 1]
+        for n in range(N):
+            p00, p01, p10, p11 = prec[g, n, 0, 0], prec[g, n, 0, 1], prec[g, n, 1, 0], prec[g, n, 1, 1]
+            b0, b1 = b[g, n, 0], b[g, n, 1]
+            r00 = p00 * b0 + p01 * b1
+            r01 = p10 * b0 + p11 * b1
+            quad0 = b0 * r00 + b1 * r01
+            det0 = p00 * p11 - p10 * p10
+            logdet0 = np.log(det0) if p00 > 0.0 and det0 > 0.0 else np.nan
+            bb = 0.0
+            for s in range(pos.size):
+                bb += b[g, n, pos[s]] * b[g, n, pos[s]]
+            for c in range(C):
+                d0 = comp_prec[c, g, 0] - w_prec[g, 0]
+                d1 = comp_prec[c, g, 1] - w_prec[g, 1]
+                q00, q11 = p00 + d0, p11 + d1
+                det = q00 * q11 - p10 * p10
+                r0, r1 = r00 + d0 * l0, r01 + d1 * l1
+                if q00 > 0.0 and det > 0.0:
+                    m0 = (q11 * r0 - p10 * r1) / det
+                    m1 = (q00 * r1 - p10 * r0) / det
+                    lr = const[c] - 0.5 * np.log(det) + 0.5 * logdet0 + 0.5 * (r0 * m0 + r1 * m1) - 0.5 * quad0
+                else:  # not positive definite
+                    m0, m1, lr = np.nan, np.nan, np.nan
+                if with_gap:
+                    toward = 0.0
+                    for s in range(pos.size):
+                        k = pos[s]
+                        toward += ((m0 if k == 0 else m1) - b[g, n, k]) * -b[g, n, k]
+                    t = min(max(toward / max(bb, 1e-300), 0.0), 1.0)
+                    lr += gap[g, n] * t * t * t
+                log_ratio[g, n, c] = lr
+                if store_mean:
+                    mean[g, n, c, 0] = m0
+                    mean[g, n, c, 1] = m1
 
 
 def slot_means(table: NodeTable, comp_prec, node_of, comp_of, cov):

@@ -31,20 +31,21 @@ def test_spd_inverse_matches_numpy(P):
     np.testing.assert_allclose(spd_inverse(A), np.linalg.inv(A), rtol=1e-10, atol=1e-12)
 
 
-def test_component_swap_is_the_gaussian_evidence_ratio():
+@pytest.mark.parametrize("P", [2, 3])  # 2: the closed-form kernel; 3: the Cholesky one
+def test_component_swap_is_the_gaussian_evidence_ratio(P):
     rng = np.random.default_rng(3)
-    G, N, P = 5, 2, 3
+    G, N = 5, 2
     Lam = _random_spd(rng, G * N, P).reshape(G, N, P, P)  # the likelihood's precision
     lhat = rng.normal(0, 1.5, (G, N, P))  # the likelihood's centre
     loc = np.zeros((G, P))
     loc[:, 0] = rng.normal(3, 1, G)  # an intercept with a non-zero prior mean
-    w_sd = np.array([10.0, 8.0, 8.0])
+    w_sd = np.r_[10.0, np.full(P - 1, 8.0)]
     w_prec = np.broadcast_to(1 / w_sd**2, (G, P)).copy()
     # The weak posterior that the MAP path tabulates at each node.
     prec = Lam + w_prec[:, None, :, None] * np.eye(P)
     b = np.linalg.solve(prec, (np.einsum("gnab,gnb->gna", Lam, lhat) + (w_prec * loc)[:, None])[..., None])[..., 0]
     table = NodeTable(np.zeros((G, N)), np.zeros((G, N)), b, prec, np.ones(G, bool), loc, w_prec)
-    comp_sd = np.array([[10.0, 0.3, 0.3], [10.0, 2.0, 2.0]])
+    comp_sd = np.array([[10.0] + [0.3] * (P - 1), [10.0] + [2.0] * (P - 1)])
     comp_prec = np.broadcast_to((1 / comp_sd**2)[:, None, :], (2, G, P)).copy()
     log_ratio, mean = component_slots(table, comp_prec)
     for g in range(G):
@@ -64,6 +65,30 @@ def test_component_swap_is_the_gaussian_evidence_ratio():
         for s in range(2):
             expect = np.linalg.inv(Lam[g, node_of[g, s]] + np.diag(1 / comp_sd[comp_of[g, s]] ** 2))
             np.testing.assert_allclose(cov[g, s], expect, rtol=1e-9, atol=1e-12)
+
+
+def test_closed_form_swap_matches_the_cholesky_kernel_with_null_gap():
+    """The 2 x 2 kernel equals the general one, null-gap share and non-positive-definite blocks included."""
+    from bayescount.quadrature import _slots_kernel, _slots_kernel_2
+
+    rng = np.random.default_rng(7)
+    G, N, C, P = 400, 7, 9, 2
+    prec = _random_spd(rng, G * N, P).reshape(G, N, P, P)
+    prec[5, 2] = [[1.0, 2.0], [2.0, 1.0]]  # indefinite: NaN in both
+    b, loc_b = rng.normal(size=(G, N, P)), rng.normal(size=(G, P))
+    w_prec = rng.uniform(0.01, 0.1, size=(G, P))
+    comp_prec = w_prec[None] + rng.uniform(0.0, 5.0, size=(C, G, P))
+    comp_prec[:, :, 0] = w_prec[None, :, 0]
+    gap, pos = rng.normal(size=(G, N)), np.array([1])
+    out = []
+    for kernel in (_slots_kernel, _slots_kernel_2):
+        lr, mean = np.empty((G, N, C)), np.empty((G, N, C, P))
+        kernel(prec, b, loc_b, w_prec, comp_prec, gap, pos, lr, mean, True)
+        out.append((lr, mean))
+    (lr1, m1), (lr2, m2) = out
+    assert np.isnan(lr1[5, 2]).all() and np.array_equal(np.isnan(lr1), np.isnan(lr2))
+    np.testing.assert_allclose(lr2, lr1, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(m2, m1, rtol=1e-10, atol=1e-10)
 
 
 def _grid_posterior(fit, data, g):
