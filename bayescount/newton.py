@@ -17,7 +17,7 @@ import numpy as np
 import pytensor.tensor as pt
 
 from . import _kernels  # noqa: F401  (registers numba trigamma)
-from ._linalg import backward, cholesky, forward
+from ._linalg import backward, cholesky, forward, spd_inverse
 from ._threads import compile_kernel
 from .data import CountData
 from .model import Layout, param_design
@@ -346,9 +346,21 @@ def summaries_from_cov(theta, cov, loc, scale, usable):
 
 
 def laplace_cov(H):
+    """Covariances ``(-H)^-1`` of a stack of log-posterior Hessians, and where ``-H`` is positive definite.
+
+    Eigenvalues of ``-H`` below 1e-10 are raised to it. Cholesky inverses
+    serve every block whose smallest eigenvalue is surely above that (it is
+    at least ``1 / trace((-H)^-1)``); the rest go through ``eigh``.
+    """
     A = -H
-    w, V = np.linalg.eigh(A)
-    pd_ok = w[:, 0] > 0
-    w = np.maximum(w, 1e-10)
-    cov = np.einsum("gij,gj,gkj->gik", V, 1.0 / w, V)
+    cov = spd_inverse(A)
+    tr = np.einsum("gkk->g", cov)
+    fast = np.isfinite(tr) & (tr > 0.0) & (tr < 1e10) & np.all(np.isfinite(cov), axis=(1, 2))
+    pd_ok = fast.copy()
+    if not fast.all():
+        slow = np.flatnonzero(~fast)
+        w, V = np.linalg.eigh(A[slow])
+        pd_ok[slow] = w[:, 0] > 0
+        w = np.maximum(w, 1e-10)
+        cov[slow] = np.einsum("gij,gj,gkj->gik", V, 1.0 / w, V)
     return cov, pd_ok

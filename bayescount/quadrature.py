@@ -284,7 +284,11 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int | None = 
         cs = cov[:, sc[:, None], sc[None, :]]
         finite = np.all(np.isfinite(cs), axis=(1, 2))
         cs = np.where(finite[:, None, None], cs, np.eye(sc.size))
-        z2 = np.einsum("gi,gij,gj->g", theta[:, sc], np.linalg.pinv(cs), theta[:, sc])
+        if sc.size == 1:  # one slope (two groups): no stack of pseudo-inverses
+            with np.errstate(divide="ignore", invalid="ignore"):
+                z2 = np.where(cs[:, 0, 0] != 0.0, theta[:, sc[0]] ** 2 / cs[:, 0, 0], 0.0)
+        else:
+            z2 = np.einsum("gi,gij,gj->g", theta[:, sc], np.linalg.pinv(cs), theta[:, sc])
         near = np.flatnonzero(finite & np.isfinite(z2) & (z2 > 1.5**2) & (z2 < 8.0**2))
     for i in range(N_NODES):
         th = theta.copy()
