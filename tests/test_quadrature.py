@@ -31,6 +31,22 @@ def test_spd_inverse_matches_numpy(P):
     np.testing.assert_allclose(spd_inverse(A), np.linalg.inv(A), rtol=1e-10, atol=1e-12)
 
 
+def test_laplace_cov_matches_the_floored_eigen_inverse():
+    """Cholesky inverses where safe, eigh elsewhere: the same covariances and positive-definite flags."""
+    from bayescount.newton import laplace_cov
+
+    A = _random_spd(np.random.default_rng(11), 200, 3)
+    A[3] = np.diag([1.0, 1.0, -1.0])  # indefinite
+    A[4] = np.diag([1.0, 1.0, 1e-12])  # positive definite, below the 1e-10 floor
+    A[5] = np.diag([1.0, 2.0, 0.0])  # singular
+    w, V = np.linalg.eigh(A)
+    expect = np.einsum("gij,gj,gkj->gik", V, 1.0 / np.maximum(w, 1e-10), V)
+    cov, pd_ok = laplace_cov(-A)
+    np.testing.assert_array_equal(pd_ok, w[:, 0] > 0)
+    assert not pd_ok[3] and pd_ok[4] and not pd_ok[5]
+    np.testing.assert_allclose(cov, expect, rtol=1e-9, atol=1e-12)
+
+
 @pytest.mark.parametrize("P", [2, 3])  # 2: the closed-form kernel; 3: the Cholesky one
 def test_component_swap_is_the_gaussian_evidence_ratio(P):
     rng = np.random.default_rng(3)
