@@ -7,7 +7,7 @@ import math
 
 import numba
 import numpy as np
-from scipy import stats
+from scipy import special, stats
 
 from ._threads import gene_blocks, resolve_threads, run_chunks
 
@@ -203,32 +203,41 @@ def mixture_summary(weights, mean, sd, prob: float, n_grid: int = 256, null_comp
     -------
     mean, sd, lfsr, hdi_low, hdi_high : numpy.ndarray
     """
+    G = weights.shape[0]
+    null = None if null_component is None else np.broadcast_to(np.asarray(null_component, dtype=bool), weights.shape)
+    groups = None if groups is None else np.broadcast_to(groups, weights.shape)
+    labels = None if groups is None else np.unique(groups)
+    out = np.empty((5, G))
+
+    def block(sl):
+        # Blocks of genes keep the work arrays in cache, and run on threads.
+        out[:, sl] = _summary_block(weights[sl], mean[sl], sd[sl], prob, n_grid,
+                                    None if null is None else null[sl], None if groups is None else groups[sl], labels)
+
+    run_chunks(block, gene_blocks(G, 2048), resolve_threads(n_threads))
+    return out[0], out[1], out[2], out[3], out[4]
+
+
+def _summary_block(weights, mean, sd, prob, n_grid, is_null, groups, labels):
+    """:func:`mixture_summary` of a block of genes: (mean, sd, lfsr, hdi_low, hdi_high) stacked."""
     w = weights / weights.sum(axis=1, keepdims=True)
     m = np.sum(w * mean, axis=1)
     var = np.sum(w * (sd**2 + mean**2), axis=1) - m**2
-    p_neg = w * stats.norm.cdf(-mean / sd)
+    p_neg = w * special.ndtr(-mean / sd)
     p_pos = w - p_neg
-    if null_component is None:
+    if is_null is None:
         lfsr = np.minimum(p_neg.sum(axis=1), p_pos.sum(axis=1))
     else:
-        is_null = np.broadcast_to(np.asarray(null_component, dtype=bool), w.shape)
         w0 = np.sum(w * is_null, axis=1)
         lfsr = np.minimum(w0 + np.sum(p_neg * ~is_null, axis=1), w0 + np.sum(p_pos * ~is_null, axis=1))
     if groups is not None:
-        labels = np.unique(groups)
         gw = np.stack([np.sum(w * (groups == k), axis=1) for k in labels], axis=1)
         safe = np.maximum(gw, 1e-300)
         gm = np.stack([np.sum(w * mean * (groups == k), axis=1) for k in labels], axis=1) / safe
         g2 = np.stack([np.sum(w * (sd**2 + mean**2) * (groups == k), axis=1) for k in labels], axis=1) / safe
         w, mean, sd = gw, gm, np.sqrt(np.maximum(g2 - gm**2, 1e-300))
-    # Blocks of genes keep the (genes x cells) work arrays in cache; they run on threads.
-    lo, hi = np.empty(w.shape[0]), np.empty(w.shape[0])
-
-    def block(sl):
-        lo[sl], hi[sl] = _hdi_histogram(w[sl], mean[sl], sd[sl], prob, n_grid)
-
-    run_chunks(block, gene_blocks(w.shape[0], 2048), resolve_threads(n_threads))
-    return m, np.sqrt(np.maximum(var, 0.0)), lfsr, lo, hi
+    lo, hi = _hdi_histogram(w, mean, sd, prob, n_grid)
+    return np.stack([m, np.sqrt(np.maximum(var, 0.0)), lfsr, lo, hi])
 
 
 def _hdi_histogram(w, mean, sd, prob, n_grid):
