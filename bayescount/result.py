@@ -82,7 +82,7 @@ class Fit:
     def random_seed(self) -> int:
         return int(self._idata.attrs["random_seed"])
 
-    @property
+    @functools.cached_property
     def genes(self) -> pd.Index:
         return pd.Index(self._idata["constant_data"]["gene"].values.astype(str), name="gene")
 
@@ -94,8 +94,9 @@ class Fit:
         frame.index.name = "obs"
         return frame
 
-    @property
+    @functools.cached_property
     def design(self) -> Design:
+        """The design, rebuilt from the stored formula and sample table and checked against the stored matrix."""
         d = build_design(self._idata.attrs["design"], self.samples)
         stored = self._idata["constant_data"]["design"].values
         if d.matrix.shape != stored.shape or not np.allclose(d.matrix, stored):
