@@ -75,6 +75,11 @@ class Fit:
         return self._idata
 
     @property
+    def attrs(self) -> dict:
+        """The root attrs (spec, hash, method, seed, versions, timings), read without making the draws."""
+        return self._idata.attrs
+
+    @property
     def method(self) -> str:
         return self._idata.attrs["method"]
 

@@ -76,7 +76,7 @@ def main():
         res = bc.fit(data, model="nb_donor", method="map", random_seed=1, n_threads=args.threads)
         warms.append(time.perf_counter() - t0)
     warm = float(np.median(warms))
-    print(f"bayescount warm calls ({json.loads(res.idata.attrs['timings'])['n_threads']} threads): "
+    print(f"bayescount warm calls ({json.loads(res.attrs['timings'])['n_threads']} threads): "
           + ", ".join(f"{t:.2f}" for t in warms) + " s")
     ours = res.lfc(["condition", "B", "A"])
     rss_ours = peak_rss_mib()
