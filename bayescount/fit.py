@@ -162,6 +162,12 @@ def fit(
     return Fit(idata=tree, spec=spec, posterior=pending)
 
 
+def _labels(values, name: str) -> pd.Index:
+    """Gene or observation ids as an object-dtype index: xarray takes it as is (from a plain
+    object array it infers the type of every label, ~1.5 ms per dataset at 20,000 genes)."""
+    return pd.Index(np.asarray(values, dtype=object), dtype=object, name=name)
+
+
 def _constant_data(data: CountData) -> xr.Dataset:
     ds = xr.Dataset(
         {
@@ -173,7 +179,7 @@ def _constant_data(data: CountData) -> xr.Dataset:
             **({} if data.weights is None else {"weights": (("gene", "obs"), data.weights)}),
             **({} if data.zero_design is None else {"zero_design": (("obs", "zero_coef"), data.zero_design.matrix)}),
         },
-        coords={"gene": np.asarray(data.genes, dtype=object), "obs": np.asarray(data.obs, dtype=object),
+        coords={"gene": _labels(data.genes, "gene"), "obs": _labels(data.obs, "obs"),
                 "coef": list(data.design.coef),
                 **({} if data.zero_design is None else {"zero_coef": list(data.zero_design.coef)})},
     )
@@ -187,7 +193,7 @@ def _constant_data(data: CountData) -> xr.Dataset:
 def _observed(data: CountData) -> xr.Dataset:
     return xr.Dataset(
         {"counts": (("gene", "obs"), data.counts)},
-        coords={"gene": np.asarray(data.genes, dtype=object), "obs": np.asarray(data.obs, dtype=object)},
+        coords={"gene": _labels(data.genes, "gene"), "obs": _labels(data.obs, "obs")},
     )
 
 
@@ -199,7 +205,7 @@ def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec, n_t
     function on first access to ``idata``): an LFC table does not need them.
     With ``log_likelihood`` they are made now and the function is None.
     """
-    genes = np.asarray(data.genes, dtype=object)
+    genes = _labels(data.genes, "gene")
     coords = {"gene": genes, "coef": list(lay.coef)}
     if lay.slopes:
         coords["slope"] = list(lay.slopes)
@@ -257,7 +263,7 @@ def _map_tree(state: MapState, data, lay, draws, seed, log_likelihood, spec, n_t
     ll = pointwise_loglik(spec, data, lay, theta)
     groups["log_likelihood"] = xr.Dataset(
         {"counts": (("chain", "draw", "gene", "obs"), ll[None])},
-        coords={"chain": [0], "draw": np.arange(draws), "gene": genes, "obs": np.asarray(data.obs, dtype=object)},
+        coords={"chain": [0], "draw": np.arange(draws), "gene": genes, "obs": _labels(data.obs, "obs")},
     )
     return xr.DataTree.from_dict({"posterior": post, **groups}), None
 

@@ -442,7 +442,7 @@ def _fit_genes(prob, data, lay, hf, u, pi, hyper_tol, refine: bool, q=None, n_th
         return _gene_posteriors(prob_c, lay, pr.take(sl), table.take(sl), wmode[sl], wcov[sl], ok[sl], n_iter[sl],
                                 None if slots is None else slots[sl], u, pi)
 
-    return _join_states(genes.map(one)), u, pi
+    return _join_states(genes.map(one), n_threads), u, pi
 
 
 def _gene_posteriors(prob, lay, pr: _Priors, table, wmode, wcov, ok, n_iter, slots, u, pi) -> MapState:
@@ -522,31 +522,39 @@ def _gene_posteriors(prob, lay, pr: _Priors, table, wmode, wcov, ok, n_iter, slo
     return state
 
 
-def _join_states(parts: list[MapState]) -> MapState:
+def _join_states(parts: list[MapState], n_threads: int = 1) -> MapState:
     """One MapState from those of consecutive gene ranges.
 
     Their slot arrays are as wide as the neediest gene's count; a narrower
     range takes extra slots of weight 0 (copies of its first), as genes that
-    need fewer slots do within a range.
+    need fewer slots do within a range. Each range is copied straight into
+    its rows of the joined arrays, the ranges on threads.
     """
     if len(parts) == 1:
         return parts[0]
     S = max(p.mode.shape[1] for p in parts)
-
-    def widen(a, name):
-        if name not in _SLOTTED or a.shape[1] == S:
-            return a
-        if name == "weights":
-            return np.pad(a, ((0, 0), (0, S - a.shape[1])))
-        return np.concatenate([a, np.repeat(a[:, :1], S - a.shape[1], axis=1)], axis=1)
-
-    out = {}
+    starts = np.cumsum([0] + [p.mode.shape[0] for p in parts])
+    out, per_gene = {}, []
     for f in fields(MapState):
-        arrays = [getattr(p, f.name) for p in parts]
-        if f.name in _SHARED or arrays[0] is None:
-            out[f.name] = arrays[0]
-        else:
-            out[f.name] = np.concatenate([widen(a, f.name) for a in arrays])
+        first = getattr(parts[0], f.name)
+        if f.name in _SHARED or first is None:
+            out[f.name] = first
+            continue
+        shape = (starts[-1], S, *first.shape[2:]) if f.name in _SLOTTED else (starts[-1], *first.shape[1:])
+        out[f.name] = np.empty(shape, dtype=first.dtype)
+        per_gene.append(f.name)
+
+    def copy(i):
+        rows = slice(starts[i], starts[i + 1])
+        for name in per_gene:
+            a, dst = getattr(parts[i], name), out[name][rows]
+            if name not in _SLOTTED:
+                dst[...] = a
+                continue
+            dst[:, : a.shape[1]] = a
+            dst[:, a.shape[1] :] = 0 if name == "weights" else a[:, :1]
+
+    run_chunks(copy, range(len(parts)), n_threads)
     return MapState(**out)
 
 

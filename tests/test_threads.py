@@ -114,3 +114,35 @@ def test_thread_settings_are_checked(monkeypatch):
     monkeypatch.setenv("BAYESCOUNT_THREADS", "two")
     with pytest.raises(InputError, match="BAYESCOUNT_THREADS='two'"):
         _threads.default_threads()
+
+
+def test_join_states_pads_narrower_chunks_with_weightless_copies():
+    """Chunks of different slot widths join row by row; extra slots weigh 0 and copy the first slot."""
+    from bayescount.fit_map import MapState, _join_states
+
+    rng = np.random.default_rng(2)
+
+    def state(G, S, seed):
+        K = 3
+        return MapState(mode=rng.normal(size=(G, S, K)), cov=rng.normal(size=(G, S, K, K)),
+                        weights=rng.dirichlet(np.ones(S), size=G), prior_component=rng.integers(0, 5, (G, S)),
+                        map_mode=rng.normal(size=(G, K)), map_cov=rng.normal(size=(G, K, K)),
+                        mle_mode=rng.normal(size=(G, K)), mle_cov=rng.normal(size=(G, K, K)),
+                        hyper={"a0": np.array(seed)}, converged=rng.random(G) > 0.5, n_iter=rng.integers(1, 9, G),
+                        loglik=rng.normal(size=G), log_evidence=rng.normal(size=G), names=("a", "b", "c"),
+                        re_log_sd=rng.normal(size=(G, S, 1)), n_sweeps=seed, timings={"seed": seed})
+
+    parts = [state(4, 2, 1), state(3, 5, 2), state(5, 3, 3)]
+    joined = _join_states(parts, n_threads=2)
+    assert joined.mode.shape == (12, 5, 3) and joined.hyper == parts[0].hyper and joined.n_sweeps == 1
+    rows = np.cumsum([0, 4, 3, 5])
+    for i, p in enumerate(parts):
+        sl, S = slice(rows[i], rows[i + 1]), p.mode.shape[1]
+        for name in ("mode", "cov", "weights", "prior_component", "re_log_sd"):
+            got, own = getattr(joined, name)[sl], getattr(p, name)
+            np.testing.assert_array_equal(got[:, :S], own)
+            pad = np.zeros_like(got[:, S:]) if name == "weights" else np.repeat(own[:, :1], 5 - S, axis=1)
+            np.testing.assert_array_equal(got[:, S:], pad)
+        for name in ("map_mode", "map_cov", "mle_mode", "mle_cov", "converged", "n_iter", "loglik", "log_evidence"):
+            np.testing.assert_array_equal(getattr(joined, name)[sl], getattr(p, name))
+    assert joined.prior_component.dtype == parts[0].prior_component.dtype
