@@ -60,11 +60,11 @@ def compare_evidence(fits: dict[str, Fit], threshold: float = LOG_BF_THRESHOLD) 
     for name, f in fits.items():
         if not isinstance(f, Fit):
             raise InputError(f"{name!r} is not a Fit")
-        if not f.has_group("map_stats") or "log_evidence" not in f.idata["map_stats"]:
+        if not f.has_group("map_stats") or "log_evidence" not in f.group("map_stats"):
             raise InputError(f"fit {name!r} has no log marginal likelihoods; refit it with method='map' "
                              "(NUTS and ADVI fits are compared by LOO instead: bayescount.compare)")
     _check_same_data(fits)
-    ev = np.column_stack([fits[n].idata["map_stats"]["log_evidence"].values for n in names])
+    ev = np.column_stack([fits[n].group("map_stats")["log_evidence"].values for n in names])
     usable = np.all(np.isfinite(ev), axis=1)
     order = np.argsort(-np.where(np.isfinite(ev), ev, -np.inf), axis=1)
     rows = np.arange(ev.shape[0])
@@ -91,8 +91,9 @@ def _check_same_data(fits: dict[str, Fit]) -> None:
         if not isinstance(f, Fit):
             raise InputError(f"{name!r} is not a Fit")
         same = (f.genes.equals(first.genes)
-                and np.array_equal(f.idata["observed_data"]["obs"].values, first.idata["observed_data"]["obs"].values)
-                and np.array_equal(f.idata["observed_data"]["counts"].values, first.idata["observed_data"]["counts"].values))
+                and np.array_equal(f.group("observed_data")["obs"].values, first.group("observed_data")["obs"].values)
+                and np.array_equal(f.group("observed_data")["counts"].values,
+                                  first.group("observed_data")["counts"].values))
         if not same:
             raise InputError(f"fits {names[0]!r} and {name!r} are not of the same counts (genes, samples or values "
                              "differ); compare fits of one data set")

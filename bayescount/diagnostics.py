@@ -97,7 +97,7 @@ def diagnostics(res: Fit, warn: bool = True) -> tuple[pd.DataFrame, pd.DataFrame
         conv = bool(int(res.idata.attrs.get("advi_converged", 0)))
         rows.append(("advi_converged", int(conv), 1, conv, "the ADVI loss was still falling: raise advi_steps"))
     else:
-        st = res.idata["map_stats"]
+        st = res.group("map_stats")
         genes = pd.DataFrame({"gene": res.genes, "converged": st["converged"].values, "n_iter": st["n_iter"].values})
         genes["ok"] = genes.converged
         n_bad = int((~genes.converged).sum())

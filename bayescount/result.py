@@ -35,6 +35,7 @@ class Fit:
     On the MAP path the ``posterior`` draws are a function of the ``laplace``
     group and the seed; they are made on first access to :attr:`idata` (the
     LFC table does not need them), and are the same whenever they are made.
+    :attr:`attrs` and :meth:`group` read the rest without making them.
 
     Examples
     --------
@@ -118,6 +119,10 @@ class Fit:
             return {n: stored[n] for n in names if n in stored}
         post = self.idata["posterior"]
         return {n: post[n].mean(("chain", "draw")).values.tolist() for n in names if n in post}
+
+    def group(self, name: str) -> xr.DataTree:
+        """One group of :attr:`idata`; only ``posterior`` makes the MAP path's draws."""
+        return self.idata[name] if name == "posterior" else self._idata[name]
 
     def has_group(self, name: str) -> bool:
         return name in self._idata.children or (name == "posterior" and self._pending is not None)

@@ -112,7 +112,8 @@ def test_map_draws_made_on_first_access_are_those_of_an_eager_fit():
     table = lazy.lfc()
     assert lazy.hyper.keys() == eager.hyper.keys()
     assert json.loads(lazy.attrs["timings"])["n_threads"] >= 1 and lazy.attrs["random_seed"] == 6
-    assert "posterior" not in lazy._idata.children  # the table, genes, hyperparameters and attrs need no draws
+    assert bool(lazy.group("map_stats")["converged"].values.all()) == bool(eager.group("map_stats")["converged"].values.all())
+    assert "posterior" not in lazy._idata.children  # the table, genes, hyperparameters, attrs and groups need no draws
     copy = pickle.loads(pickle.dumps(lazy))  # pickling makes them
     assert list(lazy.idata.children)[0] == "posterior"
     for name in ("beta", "dispersion", "sigma_d"):
