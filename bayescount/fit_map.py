@@ -32,7 +32,7 @@ from .progress import progress_bar
 from .quadrature import (NodeTable, component_slots, conditional_block, dispersion_nodes, likelihood_slices,
                          node_prior, scale_nodes, scale_posterior, slot_covariance, slot_means)
 from .spec import Spec
-from .stats import logsumexp, mixture_weights
+from .stats import logsumexp, logsumexp_components, logsumexp_nodes, mixture_weights
 
 log = logging.getLogger(__name__)
 
@@ -395,14 +395,13 @@ def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds
         change = 0.0
         if mix is not None:
             lp_d = node_prior(table, pr.loc_d, pr.scale_d)
-            comp_ll = map_rows(lambda b, lp, lr: logsumexp(b[:, :, None] + lp[:, :, None] + lr, axis=1),
-                               (table.base, lp_d, log_ratio), n_threads)
+            comp_ll = map_rows(logsumexp_nodes, (table.base + lp_d, log_ratio), n_threads)
             new_pi = mixture_weights(None, None, None, pr.grid, mix.concentration(), pi0=pi,
                                         loglik=np.where(keep[:, None], comp_ll, -np.inf))
             change = np.max(np.abs(new_pi - pi))
             pi = new_pi
             log_pi = np.log(np.maximum(pi, 1e-300))
-            evidence = map_rows(lambda lr: logsumexp(log_pi[None, None, :] + lr, axis=2), (log_ratio,), n_threads)
+            evidence = map_rows(lambda lr: logsumexp_components(log_pi, lr), (log_ratio,), n_threads)
         else:
             evidence = log_ratio[:, :, 0]
         if hf.n_u:
@@ -458,9 +457,15 @@ def _gene_posteriors(prob, lay, pr: _Priors, table, wmode, wcov, ok, n_iter, slo
     logw = (table.base + lp_d)[:, :, None] + log_pi[None, None, :] + log_ratio  # (G, N, C)
     N = logw.shape[1]
     logw = logw.reshape(G, N * C)
-    log_evidence = logsumexp(logw, axis=1)
-    w = np.exp(logw - logw.max(axis=1, keepdims=True))
-    w /= w.sum(axis=1, keepdims=True)
+    # logsumexp's steps, shared with the weights (the same max, shifted exponentials and sum).
+    top_w = logw.max(axis=1, keepdims=True)
+    w = np.exp(logw - top_w)
+    total = w.sum(axis=1, keepdims=True)
+    finite = np.isfinite(top_w[:, 0])
+    log_evidence = np.empty(G)
+    log_evidence[finite] = np.log(total[finite, 0]) + top_w[finite, 0]
+    log_evidence[~finite] = logsumexp(logw[~finite], axis=1)
+    w /= total
     order = np.argsort(-w, axis=1, kind="stable")
     held = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
     need = np.minimum((held < 1.0 - SLOT_MASS_TOL).sum(axis=1) + 1, min(N * C, MAX_SLOTS))
@@ -493,8 +498,7 @@ def _gene_posteriors(prob, lay, pr: _Priors, table, wmode, wcov, ok, n_iter, slo
     mle_cov = wcov.copy()
     mle_cov[:, cond[:, None], cond[None, :]] = cov_int
     # The posterior mode (under each gene's heaviest prior component) and its curvature.
-    comp_w = np.zeros((G, C))
-    np.add.at(comp_w, (np.repeat(rows, S), comp_of.ravel()), weights.ravel())
+    comp_w = np.bincount((rows[:, None] * C + comp_of).ravel(), weights=weights.ravel(), minlength=G * C).reshape(G, C)
     best_c = comp_w.argmax(axis=1)
     map_mode, map_cov = wmode.copy(), wcov.copy()
     conv_map = np.ones(G, dtype=bool)

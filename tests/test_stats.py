@@ -58,3 +58,20 @@ def test_mixture_hdi_of_a_broken_gene_is_nan_not_garbage():
     _, _, _, lo, hi = mixture_summary(w, mean, sd, 0.9)
     assert np.isnan(lo[0]) and np.isnan(hi[0])
     np.testing.assert_allclose([lo[1], hi[1]], [-1.645, 1.645], atol=14 / 256)
+
+
+def test_table_logsumexps_match_scipy():
+    """The compiled sums over nodes and over components equal scipy's logsumexp, -inf rows included."""
+    from scipy.special import logsumexp as sp_lse
+
+    from bayescount.stats import logsumexp_components, logsumexp_nodes
+
+    rng = np.random.default_rng(5)
+    base, lr = rng.normal(0, 30, (50, 7)), rng.normal(0, 30, (50, 7, 11))
+    lr[3] = -np.inf  # a gene with no usable node
+    lr[4, :, 2] = -np.inf  # a component never evaluated
+    log_pi = np.log(rng.dirichlet(np.ones(11)))
+    with np.errstate(divide="ignore"):
+        np.testing.assert_allclose(logsumexp_nodes(base, lr), sp_lse(base[:, :, None] + lr, axis=1), rtol=1e-13)
+        np.testing.assert_allclose(logsumexp_components(log_pi, lr), sp_lse(log_pi + lr, axis=2), rtol=1e-13)
+    assert np.all(logsumexp_nodes(base, lr)[3] == -np.inf) and logsumexp_nodes(base, lr)[4, 2] == -np.inf
