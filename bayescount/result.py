@@ -55,8 +55,8 @@ class Fit:
         self._lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return (f"Fit(model={self.spec.name!r}, method={self.method!r}, genes={len(self.genes)}, "
-                f"groups={list(self._idata.children) if self._pending is None else ['posterior', *self._idata.children]})")
+        groups = (["posterior"] if self._pending is not None else []) + list(self._idata.children)
+        return f"Fit(model={self.spec.name!r}, method={self.method!r}, genes={len(self.genes)}, groups={groups})"
 
     def __reduce__(self):
         return (type(self), (self.idata, self.spec))
