@@ -432,13 +432,14 @@ def _validate_counts(counts: pd.DataFrame):
     dup = genes[genes.duplicated()].unique().tolist()
     if dup:
         raise InputError(f"gene ids duplicated in the count rows: {dup[:5]}; make them unique or sum them")
-    bad_cols = [c for c in counts.columns if not pd.api.types.is_numeric_dtype(counts[c])]
+    dtypes = counts.dtypes  # one dtype per column, without building each column (2,000 cells: 0.1 s)
+    bad_cols = [c for c, t in zip(counts.columns, dtypes) if not pd.api.types.is_numeric_dtype(t)]
     if bad_cols:
         raise InputError(
             f"count columns {list(map(str, bad_cols[:5]))} are not numeric; "
             "the first column must hold gene ids and the rest counts"
         )
-    if all(pd.api.types.is_integer_dtype(counts[c]) for c in counts.columns):
+    if all(pd.api.types.is_integer_dtype(t) for t in dtypes):
         # Integer columns need only the sign check; no float copy of the matrix.
         values = counts.to_numpy(dtype=np.int64)
         neg = values < 0
@@ -492,13 +493,15 @@ def _align_samples(samples: pd.DataFrame, obs: pd.Index) -> pd.DataFrame:
     dup = samples.index[samples.index.duplicated()].unique().tolist()
     if dup:
         raise InputError(f"sample ids duplicated in the sample table: {dup[:5]}; make them unique")
-    missing = [s for s in obs if s not in samples.index]
+    # Membership by hashing, once per side: a per-id scan of the other side is quadratic in
+    # the number of samples (2,000 cells took 2.7 s; an atlas of 10^5 cells would take hours).
+    missing = obs[~obs.isin(samples.index)].tolist()
     if missing:
         raise InputError(
             f"samples {missing[:5]} are in the counts but not in the sample table; "
             "add them or drop those count columns"
         )
-    extra = [s for s in samples.index if s not in set(obs)]
+    extra = samples.index[~samples.index.isin(obs)].tolist()
     if extra:
         raise InputError(
             f"samples {extra[:5]} are in the sample table but not in the counts; "

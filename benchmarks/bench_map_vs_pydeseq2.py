@@ -16,6 +16,11 @@ groups) and are timed from "counts in" to "log2 fold-change table out":
 * **PyDESeq2** -- ``DeseqDataSet(...)``, ``.deseq2()``, ``DeseqStats(...)``,
   ``.summary()`` with ``DefaultInference(n_cpus=2)`` (Wald test, unshrunk
   MLE log2 fold changes).
+* **edgeR** (quasi-likelihood pipeline) and **DESeq2** in R, where ``Rscript``
+  and the packages are installed (``benchmarks/r_peers.py`` says how): the time
+  inside R from the count matrix to the table, and the whole ``Rscript``
+  process's time beside it. ``--peers`` picks the peers (default: every one
+  that is installed).
 
 Memory: each tool runs in its own freshly *spawned* child process; the table
 reports that child's ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak
@@ -43,7 +48,8 @@ Usage
 ::
 
     PYTHONPATH=. python benchmarks/bench_map_vs_pydeseq2.py [--genes 20000]
-        [--per-group 6] [--seed 1] [--skip-peer] [--out results.md|results.csv]
+        [--per-group 6] [--seed 1] [--peers pydeseq2,edger,deseq2] [--skip-peer]
+        [--out results.md|results.csv]
 """
 
 from __future__ import annotations
@@ -214,6 +220,8 @@ def main(argv=None) -> None:
     ap.add_argument("--per-group", type=int, default=6)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--skip-peer", action="store_true", help="run bayescount only")
+    ap.add_argument("--peers", default="pydeseq2,edger,deseq2",
+                    help="comma-separated peers (R peers run only where installed; default %(default)s)")
     ap.add_argument("--repeat", type=int, default=3, help="warm bayescount calls (their median is reported)")
     ap.add_argument("--threads", type=int, default=None, help="bayescount threads (default every CPU)")
     ap.add_argument("--out", help="write the tables to this path (.csv, otherwise markdown)")
@@ -228,8 +236,18 @@ def main(argv=None) -> None:
     src = source_hash()
     print(f"bayescount source hash: {src}")
 
+    wanted = set() if args.skip_peer else {p.strip().lower() for p in args.peers.split(",") if p.strip()}
+    r_wanted = [p for p in ("edger", "deseq2") if p in wanted]
+    import r_peers
+
+    if r_wanted:
+        print(r_peers.versions())
+    missing = [p for p in r_wanted if not r_peers.available(p)]
+    if missing:
+        print(f"R peers not installed, skipped: {', '.join(missing)} (see benchmarks/r_peers.py)")
     ours = run_isolated(_ours, sim.counts, sim.samples, args.seed, args.repeat, args.threads)
-    peer = None if args.skip_peer else run_isolated(_peer, sim.counts, sim.samples, args.seed)
+    peer = run_isolated(_peer, sim.counts, sim.samples, args.seed) if "pydeseq2" in wanted else None
+    rpeers = {p: r_peers.run(p, sim.counts, sim.samples) for p in r_wanted if p not in missing}
     for k in ("first", "warm"):
         print(f"bayescount {k} call: {ours[f'time_{k}']:.2f} s; fit timings {ours[f'timings_{k}']}")
     print("bayescount warm calls: " + ", ".join(f"{t:.2f}" for t in ours["times_warm"]) + " s (median above)")
@@ -247,9 +265,15 @@ def main(argv=None) -> None:
         perf.append({"tool": "pydeseq2 (n_cpus=2)", "wall_s": peer["time_first"], "peak_rss_MiB": peer["rss_first"],
                      "rss_growth_MiB": peer["rss_first"] - peer["rss_start"],
                      "worker_peak_rss_MiB": peer["rss_workers"]})
+    names = {"edger": "edgeR QL (R)", "deseq2": "DESeq2 (R)"}
+    for p, r in rpeers.items():
+        perf.append({"tool": names[p], "wall_s": r["time"], "peak_rss_MiB": r["peak_rss_MiB"],
+                     "process_s": r["time_process"]})
     perf = pd.DataFrame(perf)
     if peer:
         perf["pydeseq2_time_over_this"] = (peer["time_first"] / perf["wall_s"]).where(perf.index < 2)
+    for p, r in rpeers.items():
+        perf[f"{p}_time_over_this"] = (r["time"] / perf["wall_s"]).where(perf.index < 2)
 
     # ---- accuracy table
     truth_ok = truth[truth.index.isin(ta.index)]
@@ -257,15 +281,21 @@ def main(argv=None) -> None:
     if peer:
         pt = peer["table_first"]
         finite = finite.intersection(pt.index[np.isfinite(pt["log2FoldChange"])])
+    # edgeR filters genes (filterByExpr): its LFC RMSE is over the genes it kept, its
+    # calls and power over all genes (a filtered gene is not called).
+    finite_r = {p: finite.intersection(r["table"].index[np.isfinite(r["table"]["log2fc"])]) for p, r in rpeers.items()}
     hi = finite[truth.loc[finite, "true_base_mean"].to_numpy() >= 10]
     rows = [("bayescount", "svalue < 0.1", tb["log2fc"], tb["svalue"]),
             ("bayescount", "padj < 0.1", tb["log2fc"], tb["padj"])]
     if peer:
         rows.append(("pydeseq2", "padj < 0.1", pt["log2FoldChange"], pt["padj"]))
+    rows += [(names[p], "padj < 0.1", r["table"]["log2fc"], r["table"]["padj"]) for p, r in rpeers.items()]
+    genes_of = {names[p]: g for p, g in finite_r.items()}
     acc = pd.DataFrame([{"tool": t, "rule": r, **calls(lfc, stat, truth),
                          f"power_at_FDR_{THRESH}": power_at_fdr(lfc, stat, truth),
-                         f"RMSE_all (n={len(finite)})": rmse(lfc, truth, finite),
-                         f"RMSE_mean>=10 (n={len(hi)})": rmse(lfc, truth, hi)} for t, r, lfc, stat in rows])
+                         "RMSE_all": rmse(lfc, truth, genes_of.get(t, finite)),
+                         "RMSE_mean>=10": rmse(lfc, truth, genes_of.get(t, finite).intersection(hi)),
+                         "n_rmse": len(genes_of.get(t, finite))} for t, r, lfc, stat in rows])
     print(f"({len(truth) - len(truth_ok)} all-zero genes dropped by CountData; power counts all {int(truth.is_de.sum())} DE genes)")
     if source_hash() != src:
         print("WARNING: bayescount sources changed while the benchmark ran; results mix code versions")

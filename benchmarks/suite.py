@@ -8,11 +8,16 @@ against the truth, so speed is never reported without accuracy:
   -> LFC table out. Calls: our ``svalue < 0.1``; PyDESeq2 ``padj < 0.1``.
   Our time is the median of three warm calls (fits after the first in the
   process); the first call, which loads compiled kernels, is shown too.
+  Where R is installed (``benchmarks/r_peers.py``), edgeR's QL pipeline and
+  DESeq2 run on the same data too (time inside R, counts to table; ``padj < 0.1``).
 * ``donor GxC``: ``nb_donor`` MAP (``~ condition + (1|donor)``) vs a per-gene
   loop of statsmodels' ``PoissonBayesMixedGLM`` (the GLMM statsmodels has),
-  4 vs 4 donors, 20% DE genes. Calls: our ``svalue < 0.1``; the loop's
-  Benjamini-Hochberg ``padj < 0.1`` from ``mean / sd``. The loop is timed on
+  4 vs 4 donors, 20% DE genes, and where R is installed a per-gene loop of
+  ``glmmTMB`` (NB GLMM, ``(1 | donor)``). Calls: our ``svalue < 0.1``; the
+  loops' Benjamini-Hochberg ``padj < 0.1`` (Wald). The loops are timed on
   ``--reference-genes`` genes and scaled to all (marked in the table).
+
+``peer_over_ours`` on a peer's row is its time over ours in the same case.
 
 A call is a true positive when the gene is DE and the sign is right;
 FDR = false calls / calls, power = true positives / DE genes; power_at_FDR is
@@ -38,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_map_vs_pydeseq2 import (_maxrss_mib, _ours, _peer, power_at_fdr, run_isolated, source_hash,  # noqa: E402
                                    to_markdown, versions)
 from bench_nb_donor_vs_glmm import statsmodels_loop  # noqa: E402
+import r_peers  # noqa: E402
 
 THRESH = 0.1
 DEFAULT_CASES = ["bulk:2000x12", "bulk:20000x12", "bulk:20000x48", "donor:100x2000"]
@@ -65,7 +71,21 @@ def _bulk(genes: int, n_obs: int, seed: int) -> list[dict]:
             {"case": f"bulk {genes}x{n_obs}", "tool": "pydeseq2 (2 cpus)", "seconds": peer["time_first"],
              "peak_rss_MiB": peer["rss_first"] + 2 * peer["rss_workers"],
              **_score(p["log2FoldChange"].to_numpy(), p["padj"].lt(THRESH).to_numpy(), truth),
-             "power_at_FDR": power_at_fdr(p["log2FoldChange"], p["padj"], truth)}]
+             "power_at_FDR": power_at_fdr(p["log2FoldChange"], p["padj"], truth)},
+            *_r_rows(f"bulk {genes}x{n_obs}", sim.counts, sim.samples, truth)]
+
+
+def _r_rows(case: str, counts, samples, truth) -> list[dict]:
+    rows = []
+    for peer, name in (("edger", "edgeR QL (R)"), ("deseq2", "DESeq2 (R)")):
+        if not r_peers.available(peer):
+            continue
+        r = r_peers.run(peer, counts, samples)
+        t = r["table"].reindex(truth.index)
+        rows.append({"case": case, "tool": name, "seconds": r["time"], "peak_rss_MiB": r["peak_rss_MiB"],
+                     **_score(t["log2fc"].to_numpy(), t["padj"].lt(THRESH).to_numpy(), truth),
+                     "power_at_FDR": power_at_fdr(t["log2fc"], t["padj"], truth)})
+    return rows
 
 
 def _donor_ours(counts, samples, seed, repeat: int = 3) -> dict:
@@ -84,6 +104,7 @@ def _donor_ours(counts, samples, seed, repeat: int = 3) -> dict:
     out["time_warm"] = float(np.median(warm))
     out["rss"] = _maxrss_mib()
     out["table"] = table.set_index("gene")
+    out["size_factors"] = data.size_factors
     return out
 
 
@@ -118,7 +139,20 @@ def _donor(genes: int, cells: int, seed: int, reference_genes: int) -> list[dict
             {"case": f"donor {genes}x{cells}", "tool": "statsmodels GLMM loop" + scaled,
              "seconds": peer["time"] * genes / n_ref, "peak_rss_MiB": peer["rss"],
              **_score(p["log2fc"].to_numpy(), p["padj"].lt(THRESH).to_numpy(), tr),
-             "power_at_FDR": power_at_fdr(p["log2fc"], p["padj"], tr)}]
+             "power_at_FDR": power_at_fdr(p["log2fc"], p["padj"], tr)},
+            *_glmmtmb_rows(f"donor {genes}x{cells}", sim, ref_genes, ours["size_factors"], genes)]
+
+
+def _glmmtmb_rows(case: str, sim, ref_genes: list, size_factors, genes: int) -> list[dict]:
+    if not r_peers.available("glmmtmb"):
+        return []
+    r = r_peers.glmmtmb_loop(sim.counts.loc[ref_genes], sim.samples, size_factors)
+    t, tr = r["table"], sim.truth.loc[ref_genes]
+    scaled = "" if len(ref_genes) == genes else f" (timed on {len(ref_genes)} genes, scaled)"
+    return [{"case": case, "tool": "glmmTMB loop (R)" + scaled, "seconds": r["time"] * genes / len(ref_genes),
+             "peak_rss_MiB": r["peak_rss_MiB"],
+             **_score(t["log2fc"].to_numpy(), t["padj"].lt(THRESH).to_numpy(), tr),
+             "power_at_FDR": power_at_fdr(t["log2fc"], t["padj"], tr)}]
 
 
 def main(argv=None) -> pd.DataFrame:
@@ -130,6 +164,7 @@ def main(argv=None) -> pd.DataFrame:
     ap.add_argument("--out", help="also write the table here (.csv, otherwise markdown)")
     args = ap.parse_args(argv)
     print(versions())
+    print(r_peers.versions())
     src = source_hash()
     print(f"bayescount source hash: {src}")
     rows = []
@@ -145,9 +180,9 @@ def main(argv=None) -> pd.DataFrame:
             ap.error(f"unknown case kind {kind!r} in {case!r}: use bulk:GxN or donor:GxC")
         print(f"{case}: done in {time.perf_counter() - t0:.0f} s", flush=True)
     table = pd.DataFrame(rows)
-    # Peer time over ours, on our row of each case.
-    peer_s = table.groupby("case")["seconds"].transform("last")
-    table["peer_over_ours"] = np.where(table.index % 2 == 0, peer_s / table["seconds"], np.nan)
+    # Each peer's time over ours (our row comes first in each case).
+    ours_s = table.groupby("case", sort=False)["seconds"].transform("first")
+    table["peer_over_ours"] = np.where(table["tool"].str.startswith("bayescount"), np.nan, table["seconds"] / ours_s)
     table = table[["case", "tool", "seconds", "first_call_s", "peer_over_ours", "peak_rss_MiB",
                    "calls", "FDR", "power", "power_at_FDR"]]
     if source_hash() != src:

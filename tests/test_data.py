@@ -52,6 +52,12 @@ def test_sample_id_problems():
     extra = pd.concat([samples, pd.DataFrame({"group": ["A"], "batch": ["x"]}, index=["s9"])])
     with pytest.raises(bc.InputError, match=r"\['s9'\] are in the sample table but not in the counts"):
         make(counts, extra)
+    # Several missing and extra ids: the first ones are named in count (or table) order.
+    renamed = samples.rename(index={"s1": "t1", "s4": "t4"})
+    with pytest.raises(bc.InputError, match=r"\['s1', 's4'\] are in the counts but not in the sample table"):
+        make(counts, renamed)
+    with pytest.raises(bc.InputError, match=r"\['t1', 't4'\] are in the sample table but not in the counts"):
+        make(counts.drop(columns=["s1", "s4"]), renamed)
     dupg = counts.copy()
     dupg.index = ["g0", "g0", "g2", "g3", "g4", "g5"]
     with pytest.raises(bc.InputError, match="gene ids duplicated"):
@@ -124,3 +130,15 @@ def test_csv_and_tsv_round_trip(tmp_path):
     np.testing.assert_array_equal(d.counts, counts.to_numpy())
     with pytest.raises(bc.InputError, match="does not exist"):
         bc.CountData.from_csv(tmp_path / "nope.csv", tmp_path / "s.csv")
+
+
+def test_sample_table_rows_follow_the_count_columns():
+    """The sample table may list the samples in any order (and with integer ids): rows are matched by id."""
+    counts, samples = frames()
+    shuffled = samples.iloc[[3, 0, 5, 1, 4, 2]]
+    data = make(counts, shuffled)
+    assert list(data.samples.index) == list(counts.columns)
+    assert list(data.samples["group"]) == list("AAABBB")
+    np.testing.assert_array_equal(data.design.matrix[:, 1], [0, 0, 0, 1, 1, 1])
+    ints = make(counts.set_axis(range(10, 16), axis=1), samples.set_axis(range(10, 16)).iloc[::-1])
+    assert list(ints.samples["group"]) == list("AAABBB")
