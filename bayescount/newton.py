@@ -301,8 +301,16 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
         t = np.ones(active.size)
         accepted = np.zeros(active.size, dtype=bool)
         new = th.copy()
-        todo = np.arange(active.size)
+        # A gene whose Newton decrement is already below tol is at its mode: its last (tiny)
+        # step is taken whole, as the line search would take it (the gain it forecasts, under
+        # tol / 2, is all that is left), without another pass of the likelihood kernel.
+        last = decrement < tol
+        new[last] = th[last] + step[last]
+        accepted[last] = True
+        todo = np.flatnonzero(~last)
         for _half in range(30):
+            if todo.size == 0:
+                break
             cand = th[todo] + t[todo, None] * step[todo]
             f1 = prob.logpost(cand, active[todo], loc, scale)
             ok = np.isfinite(f1) & (f1 >= f0[todo] + 1e-4 * t[todo] * decrement[todo] - 1e-12 * np.abs(f0[todo]))

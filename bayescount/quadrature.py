@@ -484,25 +484,75 @@ def _slots_kernel_2(prec, b, loc_b, w_prec, comp_prec, gap, pos, log_ratio, mean
                     mean[g, n, c, 1] = m1
 
 
-def slot_means(table: NodeTable, comp_prec, node_of, comp_of, cov):
-    """Posterior means of chosen (node, component) slots given their covariances ``cov``: (G, S, P)."""
-    G = table.b.shape[0]
-    gi = np.arange(G)[:, None]
-    delta = np.moveaxis(comp_prec, 0, 1)[gi, comp_of] - table.w_prec[:, None, :]  # (G, S, P)
-    b = table.b[gi, node_of]  # (G, S, P)
-    r = np.einsum("gspk,gsk->gsp", table.prec[gi, node_of], b) + delta * table.loc_b[:, None, :]
-    return np.einsum("gspk,gsk->gsp", cov, r)
+def slot_moments(table: NodeTable, comp_prec, node_of, comp_of, modes, covs, cond) -> None:
+    """Posterior means and covariances of chosen (node, component) slots, written in place.
+
+    Slot ``s`` of gene ``g`` (node ``node_of[g, s]``, component ``comp_of[g, s]``)
+    has precision ``prec + diag(comp_prec - w_prec)`` and mean
+    ``cov (prec b + (comp_prec - w_prec) loc_b)``; they go to
+    ``modes[g, s, cond]`` and ``covs[g, s, cond, cond]`` (NaN where the
+    precision is not positive definite). One compiled pass per gene: no
+    (G, S, P, P) gathers or fancy-index writes (at 20,000 x 12 these took
+    three times the arithmetic).
+    """
+    _slot_moments_kernel(table.prec, table.b, table.loc_b, table.w_prec, np.ascontiguousarray(comp_prec),
+                         np.ascontiguousarray(node_of), np.ascontiguousarray(comp_of),
+                         np.asarray(cond, dtype=np.int64), modes, covs)
+
+
+@numba.njit(cache=True, nogil=True)
+def _slot_moments_kernel(prec, b, loc_b, w_prec, comp_prec, node_of, comp_of, cond, modes, covs):  # pragma: no cover
+    G, S = node_of.shape
+    P = prec.shape[-1]
+    Q = np.empty((P, P))
+    L = np.zeros((P, P))
+    Li = np.zeros((P, P))
+    cov = np.empty((P, P))
+    r = np.empty(P)
+    for g in range(G):
+        for s in range(S):
+            n, c = node_of[g, s], comp_of[g, s]
+            for i in range(P):
+                delta = comp_prec[c, g, i] - w_prec[g, i]
+                acc = delta * loc_b[g, i]
+                for k in range(P):
+                    Q[i, k] = prec[g, n, i, k]
+                    acc += prec[g, n, i, k] * b[g, n, k]
+                Q[i, i] += delta
+                r[i] = acc
+            chol_into(Q, L)
+            # cov = L^-T L^-1: L^-1 by forward substitution.
+            for j in range(P):
+                for i in range(P):
+                    if i < j:
+                        Li[i, j] = 0.0
+                        continue
+                    acc = 1.0 if i == j else 0.0
+                    for k in range(j, i):
+                        acc -= L[i, k] * Li[k, j]
+                    Li[i, j] = acc / L[i, i]
+            for i in range(P):
+                for j in range(i + 1):
+                    acc = 0.0
+                    for k in range(i, P):
+                        acc += Li[k, i] * Li[k, j]
+                    cov[i, j] = acc
+                    cov[j, i] = acc
+            for i in range(P):
+                acc = 0.0
+                for k in range(P):
+                    acc += cov[i, k] * r[k]
+                    covs[g, s, cond[i], cond[k]] = cov[i, k]
+                modes[g, s, cond[i]] = acc
 
 
 def slot_covariance(table: NodeTable, comp_prec, node_of, comp_of):
-    """Posterior covariances of chosen (node, component) slots: (G, S, P, P)."""
-    G = table.b.shape[0]
-    gi = np.arange(G)[:, None]
-    Q = table.prec[gi, node_of].copy()  # (G, S, P, P)
-    delta = np.moveaxis(comp_prec, 0, 1)[gi, comp_of] - table.w_prec[:, None, :]  # (G, S, P)
-    P = Q.shape[-1]
-    Q[..., np.arange(P), np.arange(P)] += delta
-    return spd_inverse(Q)
+    """Posterior covariances of chosen (node, component) slots: (G, S, P, P) (see :func:`slot_moments`)."""
+    G, S = node_of.shape
+    P = table.b.shape[-1]
+    covs = np.zeros((G, S, P, P))
+    slot_moments(table, comp_prec, node_of, comp_of, np.zeros((G, S, P)), covs, np.arange(P))
+    return covs
 
 
 def node_prior(table: NodeTable, loc_d, scale_d) -> np.ndarray:

@@ -319,8 +319,11 @@ def _hdi_histogram(w, mean, sd, prob, n_grid):
     # keeps its whole mass however coarse the cells are.
     #
     # Components holding together under a quarter of 1 - prob cannot change the HDI's
-    # extent much but would stretch the cells; they are left out of it.
-    live = (w > (1.0 - prob) / (4.0 * w.shape[1])) | (w == w.max(axis=1, keepdims=True))
+    # extent much but would stretch the cells; they are left out of it. The share is counted
+    # over the gene's own components of positive weight: counted over the columns, a gene's
+    # interval moved with the labels that other genes' (or weightless padding) slots carry.
+    present = np.maximum(np.sum(w > 0.0, axis=1, keepdims=True), 1)
+    live = (w > (1.0 - prob) / (4.0 * present)) | (w == w.max(axis=1, keepdims=True))
     # The left-out components' mass may fall outside: the live mass inside is raised so that
     # the interval still holds ``prob`` of the whole posterior.
     target = np.minimum(prob / np.sum(np.where(live, w, 0.0), axis=1) * np.sum(w, axis=1), 1.0 - 1e-12)
@@ -359,10 +362,28 @@ def _hdi_cells(w, mean, sd, live, target, n_grid, lo, hi):  # pragma: no cover -
             i1 = min(n_grid, int(math.ceil((m + 8.5 * s - a) / step)))
             if s > 4.0 * step:
                 # Spread over many cells: the midpoint rule is within (step / s)^2 / 24 < 0.3%.
+                # The densities at equally spaced centres follow a product recurrence
+                # (exp(-(x + h)^2 / 2) = exp(-x^2 / 2) exp(-x h - h^2 / 2), whose factor itself
+                # shrinks by exp(-h^2) a cell), run outward from the cell nearest the mean so
+                # that nothing underflows on the way: four exps a component, not one a cell.
                 k = w[g, c] * step / (s * math.sqrt(2.0 * math.pi))
-                for i in range(i0, i1):
-                    x = (a + (i + 0.5) * step - m) / s
-                    mass[i] += k * math.exp(-0.5 * x * x)
+                h = step / s
+                x0 = (a + (i0 + 0.5) * step - m) / s
+                ic = min(max(i0 + int(round(-x0 / h)), i0), i1 - 1)
+                xc = x0 + (ic - i0) * h
+                q = math.exp(-h * h)
+                e = k * math.exp(-0.5 * xc * xc)
+                r = math.exp(-xc * h - 0.5 * h * h)
+                for i in range(ic, i1):
+                    mass[i] += e
+                    e *= r
+                    r *= q
+                e = k * math.exp(-0.5 * xc * xc)
+                r = math.exp(xc * h - 0.5 * h * h)
+                for i in range(ic - 1, i0 - 1, -1):
+                    e *= r
+                    r *= q
+                    mass[i] += e
                 continue
             prev = 0.5 * math.erfc(-(a + i0 * step - m) / (s * sqrt2))
             for i in range(i0, i1):

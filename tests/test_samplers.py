@@ -25,11 +25,12 @@ def test_unknown_or_missing_nuts_sampler_is_a_clear_error(monkeypatch):
 def test_numpyro_nuts_agrees_with_map_and_truth():
     pytest.importorskip("numpyro")
     sim = bc.simulate(n_genes=80, n_per_group=4, frac_de=0.3, lfc_sd=1.5, random_seed=21)
-    nuts = bc.fit(sim.data, method="nuts", nuts_sampler="numpyro", draws=400, tune=400, chains=2, random_seed=3)
+    # Slopes whose posterior straddles the null and a slab component mix slowest: with numpyro
+    # 0.22 / jax 0.12, 400 tuning steps left one slope at R-hat 1.115 (800: 1.065, 1000: 1.06).
+    nuts = bc.fit(sim.data, method="nuts", nuts_sampler="numpyro", draws=400, tune=800, chains=2, random_seed=3)
     assert nuts.idata.attrs["nuts_sampler"] == "numpyro"
     beta = nuts.idata["posterior"]["beta"].transpose("chain", "draw", "gene", "coef").to_numpy()
     rhat = array_stats.rhat(beta, chain_axis=0, draw_axis=1)
-    # Intercepts mix slowest (they carry the trend's a0, a1); 400 draws x 2 chains keep the test short.
     assert np.nanmax(rhat) < 1.1
     a = nuts.lfc(["group", "B", "A"]).set_index("gene")
     b = bc.fit(sim.data, method="map", random_seed=3).lfc(["group", "B", "A"]).set_index("gene").loc[a.index]

@@ -51,6 +51,29 @@ def test_mixture_hdi_matches_a_fine_grid():
     np.testing.assert_allclose([lo[0], hi[0]], [-1.96, 1.96], atol=14 / 256)
 
 
+def test_a_genes_hdi_depends_on_its_own_mixture_only():
+    """Columns of weight 0 (padding, other genes' component labels) leave a gene's interval alone.
+
+    A spike with a slab and a far, light component: below a share of the mass a component is
+    left out of the histogram (it would stretch the cells); counted over the table's columns
+    rather than the gene's own components, that share moved with the width of the table, and
+    the far component (weight 0.001) came in and coarsened the cells.
+    """
+    w = np.array([0.9, 0.05, 0.03, 0.019, 0.001])
+    m = np.array([0.0, -0.4, -0.38, -0.42, 3.0])
+    s = np.array([0.03, 0.3, 0.25, 0.35, 1.0])
+    narrow = mixture_summary(w[None], m[None], s[None], 0.95)
+    for pad in (3, 20, 60):
+        W = np.concatenate([w, np.zeros(pad)])[None]
+        M = np.concatenate([m, np.linspace(-5, 5, pad)])[None]
+        S = np.concatenate([s, np.full(pad, 2.0)])[None]
+        wide = mixture_summary(W, M, S, 0.95)
+        np.testing.assert_array_equal([wide[3][0], wide[4][0]], [narrow[3][0], narrow[4][0]])
+    want_lo, want_hi = _brute_hdi(w, m, s, 0.95)
+    cell = ((m[:4] + 7 * s[:4]).max() - (m[:4] - 7 * s[:4]).min()) / 256
+    assert abs(narrow[3][0] - want_lo) <= 1.5 * cell and abs(narrow[4][0] - want_hi) <= 1.5 * cell
+
+
 def test_mixture_hdi_of_a_broken_gene_is_nan_not_garbage():
     w = np.array([[0.5, 0.5], [1.0, 0.0]])
     mean = np.array([[0.0, np.nan], [0.0, 0.0]])
