@@ -230,8 +230,7 @@ def _weak_fit(prob, data, lay, pr: _Priors, start=None, q=None, sliced=None):
     theta0 = _initial_theta(data, lay, pr.loc) if start is None else start
     # Group-level effects: the joint fit puts their prior sd at the scales' prior median.
     jscale = pr.with_re_scale(pr.wscale, pr.loc_d) if pr.has_re else pr.wscale
-    theta, conv, n_iter = newton(prob, theta0, pr.loc, jscale)
-    _, _, H = prob.derivs(theta, rows, pr.loc, jscale, need_ll=False)
+    theta, conv, n_iter, H, _ = newton(prob, theta0, pr.loc, jscale, curvature=True)
     cov, pd_ok = laplace_cov(H)
     if pr.product_nodes:
         # Random-effect scales (and the log-dispersions): nodes first spread over the scales' prior
@@ -502,6 +501,7 @@ def _gene_posteriors(prob, lay, pr: _Priors, table, wmode, wcov, ok, n_iter, slo
     best_c = comp_w.argmax(axis=1)
     map_mode, map_cov = wmode.copy(), wcov.copy()
     conv_map = np.ones(G, dtype=bool)
+    map_loglik = np.empty(G)
     # Start from the component's heaviest slot (its conditional mode at a dispersion node):
     # a few steps from the mode, where the weak fit can be far for genes shrunk to zero.
     slot_w = np.where(comp_of == best_c[:, None], weights, -1.0)
@@ -511,16 +511,16 @@ def _gene_posteriors(prob, lay, pr: _Priors, table, wmode, wcov, ok, n_iter, slo
         sc = pr.component_scale(c)
         if pr.has_re:
             sc = pr.with_re_scale(sc, post_log_sd)
-        th, conv, more = newton(prob, start.copy(), pr.loc, sc, rows=r)
+        th, conv, more, H, ll = newton(prob, start.copy(), pr.loc, sc, rows=r, curvature=True)
         n_iter += more
-        _, _, H = prob.derivs(th[r], r, pr.loc, sc, need_ll=False)
         map_mode[r] = th[r]
-        map_cov[r], pd_ok = laplace_cov(H)
+        map_loglik[r] = ll[r]
+        map_cov[r], pd_ok = laplace_cov(H[r])
         conv_map[r] = conv[r] & pd_ok
     state = MapState(mode=modes, cov=covs, weights=weights, prior_component=comp_of,
                      map_mode=map_mode, map_cov=map_cov, mle_mode=wmode, mle_cov=mle_cov,
                      hyper={**_unpack_u(lay, u), **({} if pi is None else {"pi": np.asarray(pi)})},
-                     converged=ok & conv_map, n_iter=n_iter, loglik=prob.loglik(map_mode, rows),
+                     converged=ok & conv_map, n_iter=n_iter, loglik=map_loglik,
                      log_evidence=np.where(ok, log_evidence, np.nan), names=lay.names,
                      re_log_sd=re_log_sd)
     return state

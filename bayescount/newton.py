@@ -260,12 +260,25 @@ class GeneProblem:
         return lp.sum(axis=1) + (normalizer if split else 0.0), g, H
 
 
-def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=None):
-    """Damped Newton on every gene (or ``rows``) at once; only unconverged genes are touched."""
+def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=None, curvature=False):
+    """Damped Newton on every gene (or ``rows``) at once; only unconverged genes are touched.
+
+    Returns ``(theta, converged, n_iter)``; with ``curvature`` also the log
+    posterior's Hessian and the log-likelihood at each returned mode (NaN
+    outside ``rows``). A gene stops once its Newton decrement falls below
+    ``tol``, after a last step of under ``sqrt(tol)`` posterior sds: the
+    Hessian of its last pass and the quadratic model's log-likelihood stand
+    for the mode's, and only genes that stopped otherwise take one more pass.
+    """
     G = theta.shape[0]
     converged = np.zeros(G, dtype=bool)
     n_iter = np.zeros(G, dtype=int)
     active = np.arange(G) if rows is None else np.asarray(rows, dtype=int)
+    todo_rows = active.copy()
+    if curvature:
+        H_out = np.full((G, prob.K, prob.K), np.nan)
+        ll_out = np.full(G, np.nan)
+        fresh = np.zeros(G, dtype=bool)
     # Log posterior at the current point: the line search's value after the first step,
     # so later steps need only the derivatives.
     f_cur = np.full(G, np.nan)
@@ -306,6 +319,16 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
         # tol / 2, is all that is left), without another pass of the likelihood kernel.
         last = decrement < tol
         new[last] = th[last] + step[last]
+        if curvature:
+            # The last step is under sqrt(tol) posterior sds: the curvature of this pass stands for
+            # the mode's (it moves by that step's share of the third derivative), and the
+            # log-likelihood there follows from the quadratic model, without another pass.
+            at, sl = active[last], step[last]
+            H_out[at] = H[last]
+            z = (new[last] - loc[at]) / scale[at]
+            gain = np.einsum("gk,gk->g", g[last], sl) + 0.5 * np.einsum("gk,gkl,gl->g", sl, H[last], sl)
+            ll_out[at] = f0[last] + gain + 0.5 * np.sum(z * z, axis=1)
+            fresh[at] = True
         accepted[last] = True
         todo = np.flatnonzero(~last)
         for _half in range(30):
@@ -327,7 +350,13 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
         converged[active[done & accepted]] = True
         converged[active[done & ~accepted & (decrement < 1e-6)]] = True
         active = active[~done]
-    return theta, converged, n_iter
+    if not curvature:
+        return theta, converged, n_iter
+    stale = todo_rows[~fresh[todo_rows]]
+    if stale.size:
+        ll, _, H = prob.derivs(theta[stale], stale, loc, scale)
+        H_out[stale], ll_out[stale] = H, ll
+    return theta, converged, n_iter, H_out, ll_out
 
 
 def mixture_moments(thetas, covs, weights):
