@@ -80,22 +80,32 @@ def _spd_inverse_kernel(A, out):  # pragma: no cover - compiled
     Li = np.zeros((P, P))
     for m in range(M):
         chol_into(A[m], L)
-        for j in range(P):
-            for i in range(P):
-                if i < j:
-                    Li[i, j] = 0.0
-                    continue
-                acc = 1.0 if i == j else 0.0
-                for k in range(j, i):
-                    acc -= L[i, k] * Li[k, j]
-                Li[i, j] = acc / L[i, i]
+        inverse_from_chol(L, Li, out[m])
+
+
+@numba.njit(cache=True, nogil=True)
+def inverse_from_chol(L, Li, out):  # pragma: no cover - compiled
+    """``out = (L L^T)^-1`` from a lower Cholesky factor ``L`` (``Li`` is work space for ``L^-1``).
+
+    NaN in ``L`` (a matrix that was not positive definite) gives NaN.
+    """
+    P = L.shape[0]
+    for j in range(P):
         for i in range(P):
-            for j in range(i + 1):
-                acc = 0.0
-                for k in range(i, P):
-                    acc += Li[k, i] * Li[k, j]
-                out[m, i, j] = acc
-                out[m, j, i] = acc
+            if i < j:
+                Li[i, j] = 0.0
+                continue
+            acc = 1.0 if i == j else 0.0
+            for k in range(j, i):
+                acc -= L[i, k] * Li[k, j]
+            Li[i, j] = acc / L[i, i]
+    for i in range(P):
+        for j in range(i + 1):
+            acc = 0.0
+            for k in range(i, P):
+                acc += Li[k, i] * Li[k, j]
+            out[i, j] = acc
+            out[j, i] = acc
 
 
 @numba.njit(cache=True, nogil=True)

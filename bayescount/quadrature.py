@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 import numba
 import numpy as np
 
-from ._linalg import backward, chol_into, cholesky, forward, spd_inverse
+from ._linalg import backward, chol_into, cholesky, forward, inverse_from_chol, spd_inverse
 from ._threads import gene_chunks, run_chunks
 from .newton import capped
 
@@ -521,23 +521,7 @@ def _slot_moments_kernel(prec, b, loc_b, w_prec, comp_prec, node_of, comp_of, co
                 Q[i, i] += delta
                 r[i] = acc
             chol_into(Q, L)
-            # cov = L^-T L^-1: L^-1 by forward substitution.
-            for j in range(P):
-                for i in range(P):
-                    if i < j:
-                        Li[i, j] = 0.0
-                        continue
-                    acc = 1.0 if i == j else 0.0
-                    for k in range(j, i):
-                        acc -= L[i, k] * Li[k, j]
-                    Li[i, j] = acc / L[i, i]
-            for i in range(P):
-                for j in range(i + 1):
-                    acc = 0.0
-                    for k in range(i, P):
-                        acc += Li[k, i] * Li[k, j]
-                    cov[i, j] = acc
-                    cov[j, i] = acc
+            inverse_from_chol(L, Li, cov)
             for i in range(P):
                 acc = 0.0
                 for k in range(P):

@@ -41,50 +41,43 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-_EDGER = r"""
-suppressPackageStartupMessages(library(edgeR))
+#: Every script: the package, then the counts (genes x samples) and the sample table in
+#: the count columns' order; the peer's own code goes between ``t0`` and ``elapsed``.
+_PRELUDE = r"""
+suppressPackageStartupMessages(library({package}))
 a <- commandArgs(trailingOnly = TRUE)
 counts <- as.matrix(read.csv(a[1], row.names = 1, check.names = FALSE))
-group <- factor(read.csv(a[2], row.names = 1)[colnames(counts), "group"])
+cd <- read.csv(a[2], row.names = 1)[colnames(counts), , drop = FALSE]
+for (f in c("group", "condition", "donor")) if (!is.null(cd[[f]])) cd[[f]] <- factor(cd[[f]])
 t0 <- proc.time()[["elapsed"]]
-y <- DGEList(counts = counts, group = group)
+"""
+_EPILOGUE = r"""
+elapsed <- proc.time()[["elapsed"]] - t0
+write.csv(out, a[3], row.names = FALSE)
+cat(sprintf("%.6f\n", elapsed), file = a[4])
+"""
+
+_EDGER = r"""
+y <- DGEList(counts = counts, group = cd$group)
 keep <- filterByExpr(y)
 y <- y[keep, , keep.lib.sizes = FALSE]
 y <- calcNormFactors(y)
-design <- model.matrix(~group)
+design <- model.matrix(~group, data = cd)
 y <- estimateDisp(y, design)
 fit <- glmQLFit(y, design, robust = TRUE)
 res <- glmQLFTest(fit, coef = 2)
 tt <- topTags(res, n = Inf, sort.by = "none")$table
-elapsed <- proc.time()[["elapsed"]] - t0
-write.csv(data.frame(gene = rownames(tt), log2fc = tt$logFC, pvalue = tt$PValue, padj = tt$FDR), a[3], row.names = FALSE)
-cat(sprintf("%.6f\n", elapsed), file = a[4])
+out <- data.frame(gene = rownames(tt), log2fc = tt$logFC, pvalue = tt$PValue, padj = tt$FDR)
 """
 
 _DESEQ2 = r"""
-suppressPackageStartupMessages(library(DESeq2))
-a <- commandArgs(trailingOnly = TRUE)
-counts <- as.matrix(read.csv(a[1], row.names = 1, check.names = FALSE))
-cd <- read.csv(a[2], row.names = 1)[colnames(counts), , drop = FALSE]
-cd$group <- factor(cd$group)
-t0 <- proc.time()[["elapsed"]]
 dds <- DESeqDataSetFromMatrix(counts, cd, ~group)
 dds <- DESeq(dds, quiet = TRUE)
 res <- results(dds, contrast = c("group", "B", "A"))
-elapsed <- proc.time()[["elapsed"]] - t0
-write.csv(data.frame(gene = rownames(res), log2fc = res$log2FoldChange, pvalue = res$pvalue, padj = res$padj),
-          a[3], row.names = FALSE)
-cat(sprintf("%.6f\n", elapsed), file = a[4])
+out <- data.frame(gene = rownames(res), log2fc = res$log2FoldChange, pvalue = res$pvalue, padj = res$padj)
 """
 
 _GLMMTMB = r"""
-suppressPackageStartupMessages(library(glmmTMB))
-a <- commandArgs(trailingOnly = TRUE)
-counts <- as.matrix(read.csv(a[1], row.names = 1, check.names = FALSE))
-cd <- read.csv(a[2], row.names = 1)[colnames(counts), , drop = FALSE]
-cd$condition <- factor(cd$condition)
-cd$donor <- factor(cd$donor)
-t0 <- proc.time()[["elapsed"]]
 out <- data.frame(gene = rownames(counts), log2fc = NA_real_, z = NA_real_, pvalue = NA_real_)
 for (i in seq_len(nrow(counts))) {
   cd$y <- counts[i, ]
@@ -96,10 +89,7 @@ for (i in seq_len(nrow(counts))) {
     out$log2fc[i] <- co[k, 1] / log(2); out$z[i] <- co[k, 3]; out$pvalue[i] <- co[k, 4]
   }
 }
-elapsed <- proc.time()[["elapsed"]] - t0
 out$padj <- p.adjust(out$pvalue, "BH")
-write.csv(out, a[3], row.names = FALSE)
-cat(sprintf("%.6f\n", elapsed), file = a[4])
 """
 
 _PACKAGES = {"edger": "edgeR", "deseq2": "DESeq2", "glmmtmb": "glmmTMB"}
@@ -136,7 +126,7 @@ def run(peer: str, counts: pd.DataFrame, samples: pd.DataFrame) -> dict:
         d = Path(tmp)
         counts.to_csv(d / "counts.csv")
         samples.to_csv(d / "samples.csv")
-        (d / "run.R").write_text(_SCRIPTS[peer])
+        (d / "run.R").write_text(_PRELUDE.replace("{package}", _PACKAGES[peer]) + _SCRIPTS[peer] + _EPILOGUE)
         args = ["Rscript", str(d / "run.R"), str(d / "counts.csv"), str(d / "samples.csv"),
                 str(d / "out.csv"), str(d / "time.txt")]
         t0 = time.perf_counter()
