@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 import numba
 import numpy as np
 
-from ._linalg import backward, chol_into, cholesky, forward, inverse_from_chol, spd_inverse
+from ._linalg import backward, chol_into, cholesky, forward, inverse_from_chol
 from ._threads import gene_chunks, run_chunks
 from .newton import capped
 

@@ -372,13 +372,14 @@ def _hdi_cells(w, mean, sd, live, target, n_grid, lo, hi):  # pragma: no cover -
                 ic = min(max(i0 + int(round(-x0 / h)), i0), i1 - 1)
                 xc = x0 + (ic - i0) * h
                 q = math.exp(-h * h)
-                e = k * math.exp(-0.5 * xc * xc)
+                top = k * math.exp(-0.5 * xc * xc)
+                e = top
                 r = math.exp(-xc * h - 0.5 * h * h)
                 for i in range(ic, i1):
                     mass[i] += e
                     e *= r
                     r *= q
-                e = k * math.exp(-0.5 * xc * xc)
+                e = top
                 r = math.exp(xc * h - 0.5 * h * h)
                 for i in range(ic - 1, i0 - 1, -1):
                     e *= r
