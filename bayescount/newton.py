@@ -18,9 +18,11 @@ import pytensor.tensor as pt
 
 from . import _kernels  # noqa: F401  (registers numba trigamma)
 from ._linalg import backward, cholesky, forward, spd_inverse
+from ._nb_kernels import lgamma_rows, nb_both, nb_eta, nb_normalizer, nb_value
 from ._threads import compile_kernel
 from .data import CountData
 from .model import Layout, param_design
+from .parts import NegativeBinomial
 from .spec import Spec
 
 _LIK_CACHE: dict = {}
@@ -85,6 +87,10 @@ def _compile_likelihood(lik, inputs, logp, key):
     return _LIK_CACHE[key]
 
 
+def _rows(rows):
+    return np.ascontiguousarray(rows, dtype=np.int64)
+
+
 def capped(step):
     """Newton steps (gene, coordinate) shrunk so that none moves a coordinate by more than MAX_STEP."""
     big = np.abs(step).max(axis=1)
@@ -130,6 +136,11 @@ class GeneProblem:
         # dispersion_by, zero-part covariates); None: one value per gene.
         self.cols = [np.array(c) for c in lay.param_cols.values()]
         self.E = list(param_design(lay, data).values())
+        # The NB with one log-dispersion per gene and no weights (nb_trend, nb_donor) takes the fused
+        # kernels of _nb_kernels; they need the per-gene sums of lgamma(y + 1), once per fit.
+        self._lgy = None
+        if type(self.lik) is NegativeBinomial and self.Q == 1 and self.E[0] is None and self.w is None:
+            self._lgy = lgamma_rows(self.y)
 
     @property
     def compile_seconds(self) -> float:
@@ -141,12 +152,15 @@ class GeneProblem:
         part = copy.copy(self)
         part.y = self.y[genes]
         part.w = None if self.w is None else self.w[genes]
+        part._lgy = None if self._lgy is None else self._lgy[genes]
         return part
 
     def _eta_params(self, theta, rows):
         return linear_predictors(theta, self.X, self.offset, self.cols, self.E)
 
     def loglik(self, theta, rows):
+        if self._lgy is not None:
+            return nb_value(self.y, _rows(rows), self._eta(theta), theta[:, self.cols[0][0]], self._lgy)
         eta, params = self._eta_params(theta, rows)
         if self.w is not None:
             return np.sum(self.w[rows] * self.pointwise(self.y[rows], eta, *params), axis=1)
@@ -174,6 +188,8 @@ class GeneProblem:
         None where the likelihood part does not split its log-density
         (:meth:`~bayescount.parts._Likelihood.kernel_logp_split`).
         """
+        if self._lgy is not None:
+            return nb_normalizer(self.y, _rows(rows), np.ascontiguousarray(theta[:, self.cols[0][0]]), self._lgy)
         key = (repr(self.lik), "normalizer")
         with _LIK_LOCK:
             if key not in _LIK_CACHE:
@@ -215,15 +231,20 @@ class GeneProblem:
         split = need_ll and normalizer is not None
         if split and inputs != (0,):
             raise ValueError("a normalizer applies only with every gene parameter held")
-        eta, params = self._eta_params(theta, rows)
-        kind = "split" if split else need_ll
-        out = list(self._kernel(None if len(inputs) == 1 + Q else inputs, kind)(self.y[rows], eta, *params))
-        if not need_ll:
-            out.insert(0, None)
-        if self.w is not None:
-            # Observation weights scale each term of the log-likelihood and its derivatives.
-            w = self.w[rows]
-            out = [None if o is None else o * w for o in out]
+        if self._lgy is not None:
+            out = self._nb_derivs(theta, rows, inputs, need_ll, split)
+        else:
+            eta, params = self._eta_params(theta, rows)
+            kind = "split" if split else need_ll
+            out = list(self._kernel(None if len(inputs) == 1 + Q else inputs, kind)(self.y[rows], eta, *params))
+            if not need_ll:
+                out.insert(0, None)
+            if self.w is not None:
+                # Observation weights scale each term of the log-likelihood and its derivatives.
+                w = self.w[rows]
+                out = [None if o is None else o * w for o in out]
+            if out[0] is not None:
+                out[0] = out[0].sum(axis=1)
         n_in = len(inputs)
         lp, d1, d2 = out[0], dict(zip(inputs, out[1 : 1 + n_in])), out[1 + n_in :]
         G = len(rows)
@@ -257,7 +278,23 @@ class GeneProblem:
         H[:, np.arange(self.K), np.arange(self.K)] -= prec
         if lp is None:
             return None, g, H
-        return lp.sum(axis=1) + (normalizer if split else 0.0), g, H
+        return lp + (normalizer if split else 0.0), g, H
+
+    def _eta(self, theta):
+        return self.offset[None, :] + theta[:, : self.P] @ self.X.T
+
+    def _nb_derivs(self, theta, rows, inputs, need_ll, split):
+        """The fused NB kernels' outputs in the order of the pytensor kernels' (row-summed log-density first)."""
+        d = np.ascontiguousarray(theta[:, self.cols[0][0]])
+        eta, rows = self._eta(theta), _rows(rows)
+        if inputs == (0,):
+            out = list(nb_eta(self.y, rows, eta, d, 2 if split else int(bool(need_ll)), self._lgy))
+        else:
+            ll, d1e, d1d, d2ee, d2ed, d2dd = nb_both(self.y, rows, eta, d, bool(need_ll), self._lgy)
+            out = [ll, d1e, d1d, d2ee, d2ed, d2dd]
+        if not need_ll:
+            out[0] = None
+        return out
 
 
 def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=None, curvature=False):

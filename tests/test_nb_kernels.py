@@ -1,0 +1,97 @@
+"""The fused NB kernels equal the pytensor-derived ones (the reference) in every regime."""
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from bayescount import _nb_kernels as nk
+from bayescount.newton import likelihood_kernel
+from bayescount.parts import NegativeBinomial
+
+
+def _grid():
+    # Rows: a log-dispersion each, from near-Poisson (r = e^20) to heavy (r = e^-4);
+    # columns: counts from 0 to 10^6 against means from e^-12 to e^14, so every branch of
+    # log_rising (short product, Stirling in r, lgamma) and of softplus is met.
+    rng = np.random.default_rng(3)
+    d = np.array([-20.0, -12.0, -9.5, -5.0, -2.0, -0.5, 0.0, 1.0, 4.0])
+    n = 400
+    y = np.concatenate([np.zeros(60), rng.integers(1, 17, 140), rng.integers(17, 300, 100),
+                        rng.integers(300, 10**6, 100)]).astype(float)
+    eta = np.log(np.maximum(y, 0.5)) + rng.normal(0, 1.5, n)
+    eta[:20] = rng.uniform(-12, 14, 20)
+    G = d.size
+    return np.tile(y, (G, 1)), np.tile(eta, (G, 1)), d
+
+
+def _close(a, b, rtol=1e-11, terms=None):
+    # Relative to the size of the terms that cancel in a derivative (y against mu, r log1p(a mu)
+    # against r digamma_rising): both implementations lose digits there alike.
+    scale = np.maximum(np.abs(b), 1.0) + (0.0 if terms is None else terms)
+    np.testing.assert_array_less(np.abs(a - b) / scale, rtol)
+
+
+def _ll_terms(y, eta, d):
+    s = d[:, None] + eta
+    return (y * (np.abs(s) + np.log1p(y) + 1.0) + np.exp(-d)[:, None] * np.logaddexp(0.0, s)).sum(axis=1)
+
+
+def _terms(y, eta, d):
+    s = d[:, None] + eta
+    return y + np.exp(-d)[:, None] * np.logaddexp(0.0, s) + np.exp(np.minimum(eta, 700.0))
+
+
+@pytest.fixture(scope="module")
+def grid():
+    y, eta, d = _grid()
+    return y, eta, d, np.ascontiguousarray(np.broadcast_to(d[:, None], y.shape)), np.arange(d.size)
+
+
+def test_the_full_log_density_equals_scipy(grid):
+    y, eta, d, _, rows = grid
+    ref = stats.nbinom.logpmf(y, np.exp(-d)[:, None], 1.0 / (1.0 + np.exp(d[:, None] + eta))).sum(axis=1)
+    got = nk.nb_value(y, rows, eta, d, nk.lgamma_rows(y))
+    _close(got, ref, 1e-10)
+
+
+def test_eta_kernels_equal_the_pytensor_kernels(grid):
+    y, eta, d, D, rows = grid
+    lik = NegativeBinomial()
+    lgy = nk.lgamma_rows(y)
+    for mode, kind in ((0, False), (1, True), (2, "split")):
+        ref = likelihood_kernel(lik, (0,), kind)[0](y, eta, D)
+        ll, d1, d2 = nk.nb_eta(y, rows, eta, d, mode, lgy)
+        _close(d1, ref[-2], terms=_terms(y, eta, d))
+        _close(d2, ref[-1], terms=_terms(y, eta, d))
+        if mode:
+            _close(ll, ref[0].sum(axis=1), terms=_ll_terms(y, eta, d))
+        else:
+            assert not ll.any()
+
+
+def test_joint_kernel_equals_the_pytensor_kernel(grid):
+    y, eta, d, D, rows = grid
+    ref = likelihood_kernel(NegativeBinomial(), None, True)[0](y, eta, D)
+    got = nk.nb_both(y, rows, eta, d, True, nk.lgamma_rows(y))
+    _close(got[0], ref[0].sum(axis=1), terms=_ll_terms(y, eta, d))
+    for a, b in zip(got[1:], ref[1:]):
+        _close(a, b, terms=_terms(y, eta, d))
+
+
+def test_normalizer_and_rows(grid):
+    y, eta, d, D, _ = grid
+    rows = np.array([4, 0, 4, 8])
+    lgy = nk.lgamma_rows(y)
+    ll_split = nk.nb_eta(y, rows, eta[rows], d[rows], 2, lgy)[0]
+    ll_full = nk.nb_eta(y, rows, eta[rows], d[rows], 1, lgy)[0]
+    _close(ll_split + nk.nb_normalizer(y, rows, d[rows], lgy), ll_full, terms=_ll_terms(y, eta, d)[rows])
+    # The value kernel (Newton's line search) and the derivative kernels agree to the last bit.
+    np.testing.assert_array_equal(ll_full, nk.nb_value(y, np.arange(d.size), eta, d, lgy)[rows])
+    np.testing.assert_array_equal(ll_full, nk.nb_both(y, rows, eta[rows], d[rows], True, lgy)[0])
+
+
+def test_no_overflow_at_extreme_means():
+    y = np.array([[0.0, 5.0, 1e6]])
+    eta = np.array([[800.0, -800.0, 30.0]])
+    ll, d1, d2 = nk.nb_eta(y, np.array([0]), eta, np.array([0.5]), 1, nk.lgamma_rows(y))
+    assert np.all(np.isfinite(d1)) and np.all(np.isfinite(d2))
