@@ -43,16 +43,14 @@ def _log1p(x):
     return math.log(u) * x / (u - 1.0)
 
 
+#: exp(s) is taken at min(s, S_MAX): beyond it 1 / (1 + e^s) is 0 and e^s / (1 + e^s) is 1 to
+#: double precision, and softplus(s) is s.
+S_MAX = 700.0
+
+
 @numba.njit(cache=True, nogil=True, inline="always")
-def _terms(s):
-    """``(L, i, p)`` for ``s = d + eta``: softplus(s), 1 / (1 + e^s), e^s / (1 + e^s), without overflow."""
-    if s > 0.0:
-        em = math.exp(-s)
-        p = 1.0 / (1.0 + em)
-        return s + _log1p(em), em * p, p
-    e = math.exp(s)
-    i = 1.0 / (1.0 + e)
-    return _log1p(e), i, e * i
+def _softplus(s, e):
+    return s if s > S_MAX else _log1p(e)
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -126,10 +124,13 @@ def nb_eta(y, rows, eta, d, mode, lgy):
         for j in range(n):
             yy = y[row, j]
             s = d[g] + eta[g, j]
-            L, i, p = _terms(s)
+            e = math.exp(min(s, S_MAX))
+            i = 1.0 / (1.0 + e)
+            p = e * i
             d1[g, j] = yy * i - r * p
             d2[g, j] = -(r + yy) * p * i
             if mode != 0:
+                L = _softplus(s, e)
                 term = yy * (s - L) - r * L
                 if mode == 1:
                     term += _log_rising(yy, r, lgr)
@@ -159,7 +160,10 @@ def nb_both(y, rows, eta, d, need_ll, lgy):
         for j in range(n):
             yy = y[row, j]
             s = d[g] + eta[g, j]
-            L, i, p = _terms(s)
+            e = math.exp(min(s, S_MAX))
+            i = 1.0 / (1.0 + e)
+            p = e * i
+            L = _softplus(s, e)
             de = yy * i - r * p
             dr, tr = _rising_derivs(yy, r, dgr, tgr)
             ed = -p * de
@@ -189,7 +193,7 @@ def nb_value(y, rows, eta, d, lgy):
         for j in range(n):
             yy = y[row, j]
             s = d[g] + eta[g, j]
-            L, _, _ = _terms(s)
+            L = _softplus(s, math.exp(min(s, S_MAX)))
             term = yy * (s - L) - r * L
             term += _log_rising(yy, r, lgr)
             acc += term

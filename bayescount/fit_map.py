@@ -331,7 +331,7 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar, n_threads: 
             u = u_sweep + 0.5 * step
             step = 0.5 * step
         last_step = step
-        pr = _Priors(hf.prior_fn, lay, u, data.base_mean)
+        pr_sweep, pr = pr, _Priors(hf.prior_fn, lay, u, data.base_mean)
         if pr.product_nodes:
             # The next table's nodes go where the new hyperparameters put each gene's scales and
             # dispersions (this table's nodes reweighted by the new prior). Placed under the old
@@ -341,13 +341,21 @@ def _estimate_hyper(prob, data, lay, hf, max_sweeps, hyper_tol, bar, n_threads: 
             q = scale_posterior(table, pr.loc_d, pr.scale_d)
         sweeps += 1
         bar.advance()
-        moved = _moved(lay, u_sweep, u) if hf.n_u else 0.0
+        moved = _moved(lay, u_sweep, u, *_disp_locs(lay, pr_sweep, pr), data.base_mean) if hf.n_u else 0.0
         if pi is not None:
             moved = max(moved, np.max(np.abs(pi - pi_sweep)))
         log.debug("sweep %d: hyper %s pi %s (moved %.2e)", sweeps, _unpack_u(lay, u), pi, moved)
         if moved < SWEEP_TOL:
             break
     return u, pi, sweeps, q
+
+
+def _disp_locs(lay, pr0: _Priors, pr1: _Priors):
+    """The log-dispersion coordinates' prior locations under two sets of hyperparameters, or (None, None)."""
+    cols = lay.param_cols.get("log_dispersion")
+    if not cols:
+        return None, None
+    return pr0.loc[:, cols], pr1.loc[:, cols]
 
 
 def _hyper_on_table(prob, data, lay, hf, table, ok, u, pi, hyper_tol, max_rounds=100, n_threads: int = 1):

@@ -130,14 +130,35 @@ def _bounds(lay: Layout, u: np.ndarray) -> list[tuple[float, float]]:
 _SCALE_HYPER = ("sigma_d", "re_sigma", "zi_sigma")
 
 
-def _moved(lay: Layout, u0: np.ndarray, u1: np.ndarray) -> float:
+#: Trend hyperparameters whose moves count through the NB variance they give each gene.
+_TREND_HYPER = ("a0", "a1")
+
+
+def _moved(lay: Layout, u0: np.ndarray, u1: np.ndarray, loc0=None, loc1=None, base_mean=None) -> float:
+    """The largest move of the hyperparameters between two sweeps, in the units that reach the genes.
+
+    Scatter scales count on their own scale, other hyperparameters in log
+    (or as they are, for real ones). The trend's ``a0``, ``a1`` count through
+    each gene's NB variance ``mu (1 + alpha mu)`` at its base mean, given the
+    log-dispersion prior locations before and after (``loc0``, ``loc1``, (G,
+    L)): a move of ``log a1`` where ``a1 / mu`` is a sliver of the dispersion
+    changes no gene's model, yet kept the sweeps going (``log a1`` wanders
+    when few genes are low enough to pin it down: 8 sweeps instead of 5 on
+    100 donor-level genes).
+    """
     step, pos = np.abs(u1 - u0), 0
     for name, h in lay.scale_hyper.items():
         n = 1 if h.size is None else h.size
         if name in _SCALE_HYPER:
             step[pos : pos + n] = np.abs(np.exp(u1[pos : pos + n]) - np.exp(u0[pos : pos + n]))
+        elif name in _TREND_HYPER and loc0 is not None:
+            step[pos : pos + n] = 0.0
         pos += n
-    return float(step.max())
+    moved = float(step.max()) if step.size else 0.0
+    if loc0 is not None and any(name in lay.scale_hyper for name in _TREND_HYPER):
+        am = np.exp(loc1) * base_mean[:, None]
+        moved = max(moved, float(np.max(np.abs(loc1 - loc0) * am / (1.0 + am), initial=0.0)))
+    return moved
 
 
 def _unpack_u(lay: Layout, u: np.ndarray) -> dict[str, np.ndarray]:

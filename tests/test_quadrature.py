@@ -224,3 +224,31 @@ def test_node_fit_from_a_far_start_finds_the_conditional_mode(sim_de, shift):
     # Before: errors up to 750 in the mode and 150,000 nats in the log density.
     assert np.abs(b - b_ref).max() < 0.25
     assert np.abs(f - f_ref).max() < 0.5
+
+
+def test_trend_moves_count_through_the_genes_variance(sim_de):
+    """The sweeps stop when the hyperparameters stop moving; a0 and a1 count through each gene's
+    NB variance mu (1 + alpha mu), so a wandering log a1 that no gene's model feels does not keep
+    them going, while the same move where alpha mu is large does."""
+    from bayescount.map_hyper import _moved, pack_u
+    from bayescount.model import layout
+    from bayescount.spec import load_spec
+
+    data = sim_de.data.subset_genes(np.arange(3))
+    lay = layout(load_spec("nb_trend"), data)
+    values = {name: 0.5 if name != "a1" else 0.01 for name in lay.scale_hyper}
+    u0 = pack_u(lay, values)
+    u1 = pack_u(lay, {**values, "a1": 0.012})  # log a1 moves by 0.18
+    base_mean = np.array([1e-3, 1.0, 1e3])
+    loc0 = np.log(0.5 + 0.01 / base_mean)[:, None]
+    loc1 = np.log(0.5 + 0.012 / base_mean)[:, None]
+    assert _moved(lay, u0, u1) == pytest.approx(np.log(1.2))
+    # The lowest gene's dispersion moves by 0.17 in log, but alpha mu = 0.0125: its variance by 0.002.
+    low = _moved(lay, u0, u1, loc0[:1], loc1[:1], base_mean[:1])
+    assert loc1[0, 0] - loc0[0, 0] > 0.17
+    assert low == pytest.approx(np.log(12.5 / 10.5) * 0.0125 / 1.0125, rel=1e-6)
+    # Where the trend's a1 / mu is a sliver of a large dispersion, nothing moves either; a0 does count.
+    assert _moved(lay, u0, u1, loc0[2:], loc1[2:], base_mean[2:]) < 1e-4
+    u2 = pack_u(lay, {**values, "a0": 0.6})
+    loc2 = np.log(0.6 + 0.01 / base_mean)[:, None]
+    assert _moved(lay, u0, u2, loc0, loc2, base_mean) == pytest.approx(np.log(0.60001 / 0.50001) * 600.01 / 601.01, rel=1e-6)
