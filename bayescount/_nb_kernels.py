@@ -105,17 +105,21 @@ def lgamma_rows(y):
 
 
 @numba.njit(cache=True, nogil=True)
-def nb_eta(y, rows, eta, d, mode, lgy):
+def nb_eta(y, rows, eta, d, mode, lgy, grp, n_grp):
     """Row sums of the log-density and its first two derivatives in ``eta`` at held ``d``.
 
     ``y``: the full count matrix, read at ``rows``; ``eta`` (m, n); ``d``
     (m,); ``mode``: 0 no log-density (zeros), 1 the whole of it (``lgy``:
-    :func:`lgamma_rows` of ``y``), 2 its eta terms only.
+    :func:`lgamma_rows` of ``y``), 2 its eta terms only. The derivatives
+    come summed over the observations of each design row: ``grp`` (n,) gives
+    an observation's distinct row of the design, ``n_grp`` their number, so
+    the gradient and Hessian are ``(m, n_grp)`` products with the distinct
+    rows rather than ``(m, n)`` ones with every observation's.
     """
     m, n = eta.shape
     ll = np.zeros(m)
-    d1 = np.empty((m, n))
-    d2 = np.empty((m, n))
+    d1 = np.zeros((m, n_grp))
+    d2 = np.zeros((m, n_grp))
     for g in range(m):
         row = rows[g]
         r = math.exp(-d[g])
@@ -127,8 +131,9 @@ def nb_eta(y, rows, eta, d, mode, lgy):
             e = math.exp(min(s, S_MAX))
             i = 1.0 / (1.0 + e)
             p = e * i
-            d1[g, j] = yy * i - r * p
-            d2[g, j] = -(r + yy) * p * i
+            k = grp[j]
+            d1[g, k] += yy * i - r * p
+            d2[g, k] -= (r + yy) * p * i
             if mode != 0:
                 L = _softplus(s, e)
                 term = yy * (s - L) - r * L
@@ -140,15 +145,19 @@ def nb_eta(y, rows, eta, d, mode, lgy):
 
 
 @numba.njit(cache=True, nogil=True)
-def nb_both(y, rows, eta, d, need_ll, lgy):
-    """Like :func:`nb_eta` with ``d`` differentiated too: ``(ll, d_eta, d_d, d_eta2, d_eta_d, d_d2)``."""
+def nb_both(y, rows, eta, d, need_ll, lgy, grp, n_grp):
+    """Like :func:`nb_eta` with ``d`` differentiated too.
+
+    Returns ``(ll, d_eta, d_d, d_eta2, d_eta_d, d_d2)``: the ``eta``
+    derivatives summed per design row (m, n_grp), the others per gene (m,).
+    """
     m, n = eta.shape
     ll = np.zeros(m)
-    d1e = np.empty((m, n))
-    d1d = np.empty((m, n))
-    d2ee = np.empty((m, n))
-    d2ed = np.empty((m, n))
-    d2dd = np.empty((m, n))
+    d1e = np.zeros((m, n_grp))
+    d1d = np.zeros(m)
+    d2ee = np.zeros((m, n_grp))
+    d2ed = np.zeros((m, n_grp))
+    d2dd = np.zeros(m)
     for g in range(m):
         row = rows[g]
         r = math.exp(-d[g])
@@ -157,6 +166,8 @@ def nb_both(y, rows, eta, d, need_ll, lgy):
         dgr = 0.0 if big else _digamma(r)
         tgr = 0.0 if big else _trigamma(r)
         acc = 0.0
+        sd = 0.0
+        sdd = 0.0
         for j in range(n):
             yy = y[row, j]
             s = d[g] + eta[g, j]
@@ -167,15 +178,18 @@ def nb_both(y, rows, eta, d, need_ll, lgy):
             de = yy * i - r * p
             dr, tr = _rising_derivs(yy, r, dgr, tgr)
             ed = -p * de
-            d1e[g, j] = de
-            d2ee[g, j] = -(r + yy) * p * i
-            d1d[g, j] = r * (L - dr) + de
-            d2ed[g, j] = ed
-            d2dd[g, j] = -r * (L - dr) + r * p + r * r * tr + ed
+            k = grp[j]
+            d1e[g, k] += de
+            d2ee[g, k] -= (r + yy) * p * i
+            d2ed[g, k] += ed
+            sd += r * (L - dr) + de
+            sdd += -r * (L - dr) + r * p + r * r * tr + ed
             if need_ll:
                 term = yy * (s - L) - r * L
                 term += _log_rising(yy, r, lgr)
                 acc += term
+        d1d[g] = sd
+        d2dd[g] = sdd
         ll[g] = acc - lgy[row] if need_ll else 0.0
     return ll, d1e, d1d, d2ee, d2ed, d2dd
 

@@ -3,7 +3,9 @@
 The likelihood part's elementwise log-density (the same PyMC distribution the
 model uses) is differentiated by pytensor in the linear predictor and the gene
 parameters and compiled once with numba; the chain rule through the design
-matrix and each gene's small K x K solve are batched numpy.
+matrix and each gene's small K x K solve are batched numpy. The NB with one
+log-dispersion per gene and no weights takes the hand-fused kernels of
+:mod:`bayescount._nb_kernels` instead (tested against these).
 """
 
 from __future__ import annotations
@@ -141,6 +143,12 @@ class GeneProblem:
         self._lgy = None
         if type(self.lik) is NegativeBinomial and self.Q == 1 and self.E[0] is None and self.w is None:
             self._lgy = lgamma_rows(self.y)
+            # Observations sharing a design row share its outer product: the kernels sum their
+            # derivatives per distinct row (2 for '~ group', 8 for donors within conditions).
+            self._Xd, grp = np.unique(self.X, axis=0, return_inverse=True)
+            self._grp = np.ascontiguousarray(grp.ravel(), dtype=np.int64)
+            P = self._Xd.shape[1]
+            self._outer_d = (self._Xd[:, :, None] * self._Xd[:, None, :]).reshape(len(self._Xd), P * P)
 
     @property
     def compile_seconds(self) -> float:
@@ -226,25 +234,34 @@ class GeneProblem:
         ``normalizer``: with every gene parameter held, :meth:`normalizer` at
         them (genes ``rows``); the kernel then skips the eta-free terms.
         """
-        P, Q, X = self.P, self.Q, self.X
+        Q = self.Q
         inputs = tuple(i for i in range(1 + Q) if i - 1 not in held)
         split = need_ll and normalizer is not None
         if split and inputs != (0,):
             raise ValueError("a normalizer applies only with every gene parameter held")
         if self._lgy is not None:
-            out = self._nb_derivs(theta, rows, inputs, need_ll, split)
+            lp, g, H = self._nb_derivs(theta, rows, inputs, need_ll, split)
         else:
-            eta, params = self._eta_params(theta, rows)
-            kind = "split" if split else need_ll
-            out = list(self._kernel(None if len(inputs) == 1 + Q else inputs, kind)(self.y[rows], eta, *params))
-            if not need_ll:
-                out.insert(0, None)
-            if self.w is not None:
-                # Observation weights scale each term of the log-likelihood and its derivatives.
-                w = self.w[rows]
-                out = [None if o is None else o * w for o in out]
-            if out[0] is not None:
-                out[0] = out[0].sum(axis=1)
+            lp, g, H = self._derivs(theta, rows, inputs, need_ll, split)
+        prec = 1.0 / scale[rows] ** 2
+        g -= (theta - loc[rows]) * prec
+        H[:, np.arange(self.K), np.arange(self.K)] -= prec
+        if lp is None:
+            return None, g, H
+        return lp + (normalizer if split else 0.0), g, H
+
+    def _derivs(self, theta, rows, inputs, need_ll, split):
+        """The log-likelihood's row sums, gradient and Hessian from the pytensor kernels."""
+        P, Q, X = self.P, self.Q, self.X
+        eta, params = self._eta_params(theta, rows)
+        kind = "split" if split else need_ll
+        out = list(self._kernel(None if len(inputs) == 1 + Q else inputs, kind)(self.y[rows], eta, *params))
+        if not need_ll:
+            out.insert(0, None)
+        if self.w is not None:
+            # Observation weights scale each term of the log-likelihood and its derivatives.
+            w = self.w[rows]
+            out = [None if o is None else o * w for o in out]
         n_in = len(inputs)
         lp, d1, d2 = out[0], dict(zip(inputs, out[1 : 1 + n_in])), out[1 + n_in :]
         G = len(rows)
@@ -273,28 +290,31 @@ class GeneProblem:
                     block = self._gram((i, j), E[i], E[j], h)
                 H[:, ci[:, None], cj[None, :]] = block
                 H[:, cj[:, None], ci[None, :]] = np.swapaxes(block, 1, 2)
-        prec = 1.0 / scale[rows] ** 2
-        g -= (theta - loc[rows]) * prec
-        H[:, np.arange(self.K), np.arange(self.K)] -= prec
-        if lp is None:
-            return None, g, H
-        return lp + (normalizer if split else 0.0), g, H
+        return None if lp is None else lp.sum(axis=1), g, H
 
     def _eta(self, theta):
         return self.offset[None, :] + theta[:, : self.P] @ self.X.T
 
     def _nb_derivs(self, theta, rows, inputs, need_ll, split):
-        """The fused NB kernels' outputs in the order of the pytensor kernels' (row-summed log-density first)."""
-        d = np.ascontiguousarray(theta[:, self.cols[0][0]])
+        """The log-likelihood's row sums, gradient and Hessian from the fused NB kernels."""
+        P, Xd = self.P, self._Xd
+        k = self.cols[0][0]
+        d = np.ascontiguousarray(theta[:, k])
         eta, rows = self._eta(theta), _rows(rows)
+        G = len(rows)
+        g = np.zeros((G, self.K))
+        H = np.zeros((G, self.K, self.K))
         if inputs == (0,):
-            out = list(nb_eta(self.y, rows, eta, d, 2 if split else int(bool(need_ll)), self._lgy))
+            ll, d1, d2 = nb_eta(self.y, rows, eta, d, 2 if split else int(bool(need_ll)), self._lgy,
+                                self._grp, len(Xd))
         else:
-            ll, d1e, d1d, d2ee, d2ed, d2dd = nb_both(self.y, rows, eta, d, bool(need_ll), self._lgy)
-            out = [ll, d1e, d1d, d2ee, d2ed, d2dd]
-        if not need_ll:
-            out[0] = None
-        return out
+            ll, d1, d1d, d2, d2ed, d2dd = nb_both(self.y, rows, eta, d, bool(need_ll), self._lgy, self._grp, len(Xd))
+            g[:, k] = d1d
+            H[:, :P, k] = H[:, k, :P] = d2ed @ Xd
+            H[:, k, k] = d2dd
+        g[:, :P] = d1 @ Xd
+        H[:, :P, :P] = (d2 @ self._outer_d).reshape(G, P, P)
+        return (ll if need_ll else None), g, H
 
 
 def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=None, curvature=False):

@@ -60,7 +60,8 @@ def test_eta_kernels_equal_the_pytensor_kernels(grid):
     lgy = nk.lgamma_rows(y)
     for mode, kind in ((0, False), (1, True), (2, "split")):
         ref = likelihood_kernel(lik, (0,), kind)[0](y, eta, D)
-        ll, d1, d2 = nk.nb_eta(y, rows, eta, d, mode, lgy)
+        n = y.shape[1]
+        ll, d1, d2 = nk.nb_eta(y, rows, eta, d, mode, lgy, np.arange(n), n)
         _close(d1, ref[-2], terms=_terms(y, eta, d))
         _close(d2, ref[-1], terms=_terms(y, eta, d))
         if mode:
@@ -72,26 +73,50 @@ def test_eta_kernels_equal_the_pytensor_kernels(grid):
 def test_joint_kernel_equals_the_pytensor_kernel(grid):
     y, eta, d, D, rows = grid
     ref = likelihood_kernel(NegativeBinomial(), None, True)[0](y, eta, D)
-    got = nk.nb_both(y, rows, eta, d, True, nk.lgamma_rows(y))
+    n = y.shape[1]
+    got = nk.nb_both(y, rows, eta, d, True, nk.lgamma_rows(y), np.arange(n), n)
     _close(got[0], ref[0].sum(axis=1), terms=_ll_terms(y, eta, d))
+    terms = _terms(y, eta, d)
     for a, b in zip(got[1:], ref[1:]):
-        _close(a, b, terms=_terms(y, eta, d))
+        if a.ndim == 1:
+            # The log-dispersion's derivatives come summed over the observations.
+            _close(a, b.sum(axis=1), terms=terms.sum(axis=1))
+        else:
+            _close(a, b, terms=terms)
+
+
+def test_derivatives_sum_over_the_design_rows(grid):
+    y, eta, d, _, rows = grid
+    n = y.shape[1]
+    grp = np.arange(n) % 3
+    lgy = nk.lgamma_rows(y)
+    every = nk.nb_both(y, rows, eta, d, True, lgy, np.arange(n), n)
+    grouped = nk.nb_both(y, rows, eta, d, True, lgy, grp, 3)
+    for a, b in zip(grouped, every):
+        want = b if b.ndim == 1 else np.stack([b[:, grp == k].sum(axis=1) for k in range(3)], axis=1)
+        np.testing.assert_allclose(a, want, rtol=1e-12, atol=1e-9 * np.abs(b).max())
+    for mode in (0, 1, 2):
+        a, b = nk.nb_eta(y, rows, eta, d, mode, lgy, grp, 3), nk.nb_eta(y, rows, eta, d, mode, lgy, np.arange(n), n)
+        np.testing.assert_array_equal(a[0], b[0])
+        for k in range(3):
+            np.testing.assert_allclose(a[1][:, k], b[1][:, grp == k].sum(axis=1), rtol=1e-12, atol=1e-6)
 
 
 def test_normalizer_and_rows(grid):
     y, eta, d, D, _ = grid
     rows = np.array([4, 0, 4, 8])
     lgy = nk.lgamma_rows(y)
-    ll_split = nk.nb_eta(y, rows, eta[rows], d[rows], 2, lgy)[0]
-    ll_full = nk.nb_eta(y, rows, eta[rows], d[rows], 1, lgy)[0]
+    grp = np.zeros(y.shape[1], dtype=np.int64)
+    ll_split = nk.nb_eta(y, rows, eta[rows], d[rows], 2, lgy, grp, 1)[0]
+    ll_full = nk.nb_eta(y, rows, eta[rows], d[rows], 1, lgy, grp, 1)[0]
     _close(ll_split + nk.nb_normalizer(y, rows, d[rows], lgy), ll_full, terms=_ll_terms(y, eta, d)[rows])
     # The value kernel (Newton's line search) and the derivative kernels agree to the last bit.
     np.testing.assert_array_equal(ll_full, nk.nb_value(y, np.arange(d.size), eta, d, lgy)[rows])
-    np.testing.assert_array_equal(ll_full, nk.nb_both(y, rows, eta[rows], d[rows], True, lgy)[0])
+    np.testing.assert_array_equal(ll_full, nk.nb_both(y, rows, eta[rows], d[rows], True, lgy, grp, 1)[0])
 
 
 def test_no_overflow_at_extreme_means():
     y = np.array([[0.0, 5.0, 1e6]])
     eta = np.array([[800.0, -800.0, 30.0]])
-    ll, d1, d2 = nk.nb_eta(y, np.array([0]), eta, np.array([0.5]), 1, nk.lgamma_rows(y))
+    ll, d1, d2 = nk.nb_eta(y, np.array([0]), eta, np.array([0.5]), 1, nk.lgamma_rows(y), np.arange(3), 3)
     assert np.all(np.isfinite(d1)) and np.all(np.isfinite(d2))
