@@ -29,7 +29,7 @@ from .map_hyper import _bounds, _hyper_functions, _initial_u, _moved, _unpack_u
 from .model import Layout, layout
 from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries_from_cov
 from .progress import progress_bar
-from .quadrature import (NodeTable, component_slots, conditional_block, dispersion_nodes, likelihood_slices,
+from .quadrature import (NodeTable, component_slots, slots_needed, conditional_block, dispersion_nodes, likelihood_slices,
                          node_prior, scale_nodes, scale_posterior, slot_moments)
 from .spec import Spec
 from .stats import logsumexp, logsumexp_components, logsumexp_nodes, mixture_weights
@@ -480,13 +480,13 @@ def _gene_posteriors(prob, lay, pr: _Priors, table, wmode, wcov, ok, n_iter, slo
     # Sorting each gene's row on its own keeps the slots independent of the chunking; numpy's
     # (SIMD) quicksort is ~4x its stable sort here, and only exact ties could order otherwise.
     order = np.argsort(-w, axis=1)
-    held = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
-    need = np.minimum((held < 1.0 - SLOT_MASS_TOL).sum(axis=1) + 1, min(N * C, MAX_SLOTS))
+    need = np.minimum(slots_needed(w, order, 1.0 - SLOT_MASS_TOL), min(N * C, MAX_SLOTS))
     S = int(need.max())
-    if S == MAX_SLOTS and S < N * C:
-        log.debug("posterior slots capped at %d: up to %.2g of a gene's mass left out", S, 1.0 - held[:, S - 1].min())
     top = order[:, :S]
-    weights = np.where(np.arange(S)[None, :] < need[:, None], np.take_along_axis(w, top, axis=1), 0.0)
+    kept = np.take_along_axis(w, top, axis=1)
+    if S == MAX_SLOTS and S < N * C:
+        log.debug("posterior slots capped at %d: up to %.2g of a gene's mass left out", S, 1.0 - kept.sum(axis=1).min())
+    weights = np.where(np.arange(S)[None, :] < need[:, None], kept, 0.0)
     weights /= weights.sum(axis=1, keepdims=True)
     node_of, comp_of = top // C, top % C
     K = len(lay.names)

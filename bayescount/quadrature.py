@@ -484,6 +484,27 @@ def _slots_kernel_2(prec, b, loc_b, w_prec, comp_prec, gap, pos, log_ratio, mean
                     mean[g, n, c, 1] = m1
 
 
+@numba.njit(cache=True, nogil=True)
+def slots_needed(w, order, mass):  # pragma: no cover - compiled
+    """Per row, how many of the weights ``w`` (G, M), taken in ``order``, first hold ``mass`` (at most M).
+
+    The count where the running sum first reaches ``mass``, summed in the same
+    sequence as ``cumsum`` would, without the (G, M) gathered and summed copies.
+    """
+    G, M = w.shape
+    need = np.empty(G, dtype=np.int64)
+    for g in range(G):
+        acc = 0.0
+        k = 0
+        while k < M:
+            acc += w[g, order[g, k]]
+            k += 1
+            if not acc < mass:
+                break
+        need[g] = k
+    return need
+
+
 def slot_moments(table: NodeTable, comp_prec, node_of, comp_of, modes, covs, cond) -> None:
     """Posterior means and covariances of chosen (node, component) slots, written in place.
 

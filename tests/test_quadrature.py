@@ -252,3 +252,18 @@ def test_trend_moves_count_through_the_genes_variance(sim_de):
     u2 = pack_u(lay, {**values, "a0": 0.6})
     loc2 = np.log(0.6 + 0.01 / base_mean)[:, None]
     assert _moved(lay, u0, u2, loc0, loc2, base_mean) == pytest.approx(np.log(0.60001 / 0.50001) * 600.01 / 601.01, rel=1e-6)
+
+
+def test_slots_needed_is_the_cumulative_count():
+    from bayescount.quadrature import slots_needed
+
+    rng = np.random.default_rng(SEED)
+    w = rng.dirichlet(np.full(40, 0.2), size=300)
+    w[:20, 10:] = 0.0  # padding slots of exactly zero weight
+    w[:20] /= w[:20].sum(axis=1, keepdims=True)
+    w[20] = np.nan  # a gene with no finite weight
+    order = np.argsort(-w, axis=1)
+    for mass in (0.5, 0.9, 0.999, 1.0 + 1e-9):
+        held = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
+        want = np.minimum((held < mass).sum(axis=1) + 1, w.shape[1])
+        np.testing.assert_array_equal(slots_needed(w, order, mass), want)
