@@ -220,7 +220,11 @@ trigamma_rising = Elemwise(_trigamma_rising)
 
 
 @numba_basic.numba_njit
-def _log_rising_nb(y, r):
+def log_rising_given(y, r, lgr):
+    """``lgamma(y + r) - lgamma(r)`` with ``lgr = lgamma(r)`` given (or NaN: computed where needed).
+
+    The fused NB kernels (:mod:`bayescount._nb_kernels`) pass one ``lgamma(r)`` per gene.
+    """
     if y == 0.0:
         return 0.0
     if y <= SHORT and y == math.floor(y) and r < _PROD_MAX_R:
@@ -232,7 +236,12 @@ def _log_rising_nb(y, r):
         x = y + r
         return (y * math.log(r) + (x - 0.5) * math.log1p(y / r) - y - y / (12.0 * r * x)
                 - (1.0 / (x * x * x) - 1.0 / (r * r * r)) / 360.0)
-    return math.lgamma(y + r) - math.lgamma(r)
+    return math.lgamma(y + r) - (math.lgamma(r) if math.isnan(lgr) else lgr)
+
+
+@numba_basic.numba_njit
+def _log_rising_nb(y, r):
+    return log_rising_given(y, r, math.nan)
 
 
 @numba_basic.numba_njit
@@ -266,7 +275,7 @@ def _trigamma_rising_nb(y, r):
 
 def _lowering(fn, name):
     def funcify(op, node, **kwargs):
-        return fn, scalar_op_cache_key(op, cache_version=f"bayescount.{name}.v5")
+        return fn, scalar_op_cache_key(op, cache_version=f"bayescount.{name}.v6")
 
     return funcify
 

@@ -31,7 +31,8 @@ import math
 import numba
 import numpy as np
 
-from ._kernels import _PROD_MAX_R, LARGE_R, SHORT, _digamma, _trigamma
+from ._kernels import LARGE_R, SHORT, _digamma, _trigamma
+from ._kernels import log_rising_given as _log_rising
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -54,20 +55,20 @@ def _softplus(s, e):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
-def _log_rising(y, r, lgr):
-    # _kernels._log_rising_nb with lgamma(r) given (one per gene).
-    if y == 0.0:
-        return 0.0
-    if y <= SHORT and y == math.floor(y) and r < _PROD_MAX_R:
-        prod = r
-        for j in range(1, int(y)):
-            prod *= r + j
-        return math.log(prod)
-    if r >= LARGE_R:
-        x = y + r
-        return (y * math.log(r) + (x - 0.5) * math.log1p(y / r) - y - y / (12.0 * r * x)
-                - (1.0 / (x * x * x) - 1.0 / (r * r * r)) / 360.0)
-    return math.lgamma(y + r) - lgr
+def _point(s):
+    """``(e, i, p)`` at ``s = d + eta``: e^s, 1 / (1 + e^s), e^s / (1 + e^s)."""
+    e = math.exp(min(s, S_MAX))
+    i = 1.0 / (1.0 + e)
+    return e, i, e * i
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def _logp(yy, s, L, r, lgr, full):
+    """One count's log-density from ``L = softplus(s)``: its eta terms, plus ``log_rising(y, r)`` with ``full``."""
+    term = yy * (s - L) - r * L
+    if full:
+        term += _log_rising(yy, r, lgr)
+    return term
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
@@ -128,18 +129,12 @@ def nb_eta(y, rows, eta, d, mode, lgy, grp, n_grp):
         for j in range(n):
             yy = y[row, j]
             s = d[g] + eta[g, j]
-            e = math.exp(min(s, S_MAX))
-            i = 1.0 / (1.0 + e)
-            p = e * i
+            e, i, p = _point(s)
             k = grp[j]
             d1[g, k] += yy * i - r * p
             d2[g, k] -= (r + yy) * p * i
             if mode != 0:
-                L = _softplus(s, e)
-                term = yy * (s - L) - r * L
-                if mode == 1:
-                    term += _log_rising(yy, r, lgr)
-                acc += term
+                acc += _logp(yy, s, _softplus(s, e), r, lgr, mode == 1)
         ll[g] = acc - lgy[row] if mode == 1 else acc
     return ll, d1, d2
 
@@ -171,9 +166,7 @@ def nb_both(y, rows, eta, d, need_ll, lgy, grp, n_grp):
         for j in range(n):
             yy = y[row, j]
             s = d[g] + eta[g, j]
-            e = math.exp(min(s, S_MAX))
-            i = 1.0 / (1.0 + e)
-            p = e * i
+            e, i, p = _point(s)
             L = _softplus(s, e)
             de = yy * i - r * p
             dr, tr = _rising_derivs(yy, r, dgr, tgr)
@@ -185,9 +178,7 @@ def nb_both(y, rows, eta, d, need_ll, lgy, grp, n_grp):
             sd += r * (L - dr) + de
             sdd += -r * (L - dr) + r * p + r * r * tr + ed
             if need_ll:
-                term = yy * (s - L) - r * L
-                term += _log_rising(yy, r, lgr)
-                acc += term
+                acc += _logp(yy, s, L, r, lgr, True)
         d1d[g] = sd
         d2dd[g] = sdd
         ll[g] = acc - lgy[row] if need_ll else 0.0
@@ -195,29 +186,7 @@ def nb_both(y, rows, eta, d, need_ll, lgy, grp, n_grp):
 
 
 @numba.njit(cache=True, nogil=True)
-def nb_value(y, rows, eta, d, lgy):
-    """Row sums of the log-density, (m,)."""
-    m, n = eta.shape
-    ll = np.empty(m)
-    for g in range(m):
-        row = rows[g]
-        r = math.exp(-d[g])
-        lgr = math.lgamma(r) if r < LARGE_R else 0.0
-        acc = 0.0
-        for j in range(n):
-            yy = y[row, j]
-            s = d[g] + eta[g, j]
-            L = _softplus(s, math.exp(min(s, S_MAX)))
-            term = yy * (s - L) - r * L
-            term += _log_rising(yy, r, lgr)
-            acc += term
-        ll[g] = acc - lgy[row]
-    return ll
-
-
-@numba.njit(cache=True, nogil=True)
-def nb_normalizer(y, rows, d, lgy):
-    """Row sums of the eta-free terms ``log_rising(y, r) - lgamma(y + 1)``, (m,)."""
+def _row_logp(y, rows, eta, d, lgy, with_eta):
     m = rows.size
     n = y.shape[1]
     out = np.empty(m)
@@ -227,6 +196,23 @@ def nb_normalizer(y, rows, d, lgy):
         lgr = math.lgamma(r) if r < LARGE_R else 0.0
         acc = 0.0
         for j in range(n):
-            acc += _log_rising(y[row, j], r, lgr)
+            yy = y[row, j]
+            if with_eta:
+                s = d[g] + eta[g, j]
+                acc += _logp(yy, s, _softplus(s, math.exp(min(s, S_MAX))), r, lgr, True)
+            else:
+                acc += _log_rising(yy, r, lgr)
         out[g] = acc - lgy[row]
     return out
+
+
+@numba.njit(cache=True, nogil=True)
+def nb_value(y, rows, eta, d, lgy):
+    """Row sums of the log-density, (m,)."""
+    return _row_logp(y, rows, eta, d, lgy, True)
+
+
+@numba.njit(cache=True, nogil=True)
+def nb_normalizer(y, rows, d, lgy):
+    """Row sums of the eta-free terms ``log_rising(y, r) - lgamma(y + 1)``, (m,)."""
+    return _row_logp(y, rows, y, d, lgy, False)
