@@ -120,3 +120,27 @@ def test_no_overflow_at_extreme_means():
     eta = np.array([[800.0, -800.0, 30.0]])
     ll, d1, d2 = nk.nb_eta(y, np.array([0]), eta, np.array([0.5]), 1, nk.lgamma_rows(y), np.arange(3), 3)
     assert np.all(np.isfinite(d1)) and np.all(np.isfinite(d2))
+
+
+@pytest.mark.parametrize("model, donor", [("nb_trend", False), ("nb_donor", True)])
+def test_whole_fits_equal_the_pytensor_kernels(monkeypatch, model, donor):
+    """A MAP fit on the fused kernels gives the table the pytensor-derived kernels give."""
+    import bayescount as bc
+    from bayescount import newton
+
+    if donor:
+        sim = bc.simulate_cells(n_genes=30, n_donors_per_group=3, cells_per_donor=40, donor_sd=0.3,
+                                frac_de=0.3, random_seed=5)
+        data = bc.CountData.from_pandas(sim.counts, sim.samples, "~ condition + (1|donor)", size_factors="poscounts")
+        contrast = ["condition", "B", "A"]
+    else:
+        data = bc.simulate(n_genes=300, n_per_group=4, frac_de=0.3, random_seed=5).data
+        contrast = ["group", "B", "A"]
+    tables = {}
+    for fused in (True, False):
+        monkeypatch.setattr(newton, "FUSED_NB", fused)
+        res = bc.fit(data, model=model, method="map", random_seed=1, n_threads=1)
+        tables[fused] = res.lfc(contrast)
+    a, b = tables[True], tables[False]
+    for col in ("log2fc", "log2fc_sd", "lfsr", "pvalue"):
+        np.testing.assert_allclose(a[col], b[col], rtol=1e-6, atol=1e-8, err_msg=col)
