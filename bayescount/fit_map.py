@@ -29,8 +29,8 @@ from .map_hyper import _bounds, _hyper_functions, _initial_u, _moved, _unpack_u
 from .model import Layout, layout
 from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries_from_cov
 from .progress import progress_bar
-from .quadrature import (NodeTable, component_slots, slots_needed, conditional_block, dispersion_nodes, likelihood_slices,
-                         node_prior, scale_nodes, scale_posterior, slot_moments)
+from .quadrature import (NodeTable, component_slots, conditional_block, dispersion_nodes, likelihood_slices,
+                         node_prior, scale_nodes, scale_posterior, slot_moments, slots_needed)
 from .spec import Spec
 from .stats import logsumexp, logsumexp_components, logsumexp_nodes, mixture_weights
 

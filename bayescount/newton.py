@@ -171,7 +171,7 @@ class GeneProblem:
 
     def loglik(self, theta, rows):
         if self._lgy is not None:
-            return nb_value(self.y, _rows(rows), self._eta(theta), theta[:, self.cols[0][0]], self._lgy)
+            return nb_value(self.y, _rows(rows), self._eta(theta), self._disp(theta), self._lgy)
         eta, params = self._eta_params(theta, rows)
         if self.w is not None:
             return np.sum(self.w[rows] * self.pointwise(self.y[rows], eta, *params), axis=1)
@@ -200,7 +200,7 @@ class GeneProblem:
         (:meth:`~bayescount.parts._Likelihood.kernel_logp_split`).
         """
         if self._lgy is not None:
-            return nb_normalizer(self.y, _rows(rows), np.ascontiguousarray(theta[:, self.cols[0][0]]), self._lgy)
+            return nb_normalizer(self.y, _rows(rows), self._disp(theta), self._lgy)
         key = (repr(self.lik), "normalizer")
         with _LIK_LOCK:
             if key not in _LIK_CACHE:
@@ -298,12 +298,14 @@ class GeneProblem:
     def _eta(self, theta):
         return self.offset[None, :] + theta[:, : self.P] @ self.X.T
 
+    def _disp(self, theta):
+        return np.ascontiguousarray(theta[:, self.cols[0][0]])
+
     def _nb_derivs(self, theta, rows, inputs, need_ll, split):
         """The log-likelihood's row sums, gradient and Hessian from the fused NB kernels."""
         P, Xd = self.P, self._Xd
         k = self.cols[0][0]
-        d = np.ascontiguousarray(theta[:, k])
-        eta, rows = self._eta(theta), _rows(rows)
+        d, eta, rows = self._disp(theta), self._eta(theta), _rows(rows)
         G = len(rows)
         g = np.zeros((G, self.K))
         H = np.zeros((G, self.K, self.K))

@@ -251,7 +251,8 @@ def test_trend_moves_count_through_the_genes_variance(sim_de):
     assert _moved(lay, u0, u1, loc0[2:], loc1[2:], base_mean[2:]) < 1e-4
     u2 = pack_u(lay, {**values, "a0": 0.6})
     loc2 = np.log(0.6 + 0.01 / base_mean)[:, None]
-    assert _moved(lay, u0, u2, loc0, loc2, base_mean) == pytest.approx(np.log(0.60001 / 0.50001) * 600.01 / 601.01, rel=1e-6)
+    want = np.log(0.60001 / 0.50001) * 600.01 / 601.01
+    assert _moved(lay, u0, u2, loc0, loc2, base_mean) == pytest.approx(want, rel=1e-6)
 
 
 def test_slots_needed_is_the_cumulative_count():
