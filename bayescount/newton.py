@@ -122,9 +122,8 @@ class GeneProblem:
 
     def __init__(self, spec: Spec, data: CountData, lay: Layout):
         self.lik = spec.likelihood
-        self.full, self.value, self.pointwise, seconds = likelihood_kernel(self.lik)
         # Shared with the gene chunks of :meth:`take` (kernels compiled there count here too).
-        self._compiled = {"seconds": seconds}
+        self._compiled = {"seconds": 0.0}
         self._partial: dict = {}
         self._outer: dict = {}
         self.y = data.counts.astype(float)
@@ -152,6 +151,28 @@ class GeneProblem:
             self._grp = np.ascontiguousarray(grp.ravel(), dtype=np.int64)
             P = self._Xd.shape[1]
             self._outer_d = (self._Xd[:, :, None] * self._Xd[:, None, :]).reshape(len(self._Xd), P * P)
+
+    def _main_kernels(self):
+        # Compiled on first use: a fit on the fused NB kernels needs the pytensor ones only for
+        # pointwise log-likelihoods, and building them takes ~0.5 s of a process's first fit.
+        fns = likelihood_kernel(self.lik)
+        self._compiled["seconds"] += fns[-1]
+        return fns
+
+    @property
+    def full(self):
+        """The compiled ``(y, eta, *params) -> (logp, d1..., d2...)`` kernel."""
+        return self._main_kernels()[0]
+
+    @property
+    def value(self):
+        """The compiled per-gene sum of the log-density."""
+        return self._main_kernels()[1]
+
+    @property
+    def pointwise(self):
+        """The compiled elementwise log-density."""
+        return self._main_kernels()[2]
 
     @property
     def compile_seconds(self) -> float:
