@@ -124,6 +124,7 @@ class GeneProblem:
         self.lik = spec.likelihood
         # Shared with the gene chunks of :meth:`take` (kernels compiled there count here too).
         self._compiled = {"seconds": 0.0}
+        self._main = None
         self._partial: dict = {}
         self._outer: dict = {}
         self.y = data.counts.astype(float)
@@ -155,9 +156,12 @@ class GeneProblem:
     def _main_kernels(self):
         # Compiled on first use: a fit on the fused NB kernels needs the pytensor ones only for
         # pointwise log-likelihoods, and building them takes ~0.5 s of a process's first fit.
-        fns = likelihood_kernel(self.lik)
-        self._compiled["seconds"] += fns[-1]
-        return fns
+        # Kept on the problem, so the Newton loop does not take the cache's lock at every pass.
+        if self._main is None:
+            fns = likelihood_kernel(self.lik)
+            self._compiled["seconds"] += fns[-1]
+            self._main = fns[:-1]
+        return self._main
 
     @property
     def full(self):
