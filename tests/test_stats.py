@@ -24,6 +24,9 @@ def test_mixture_hdi_matches_a_fine_grid():
         (np.array([1.0]), np.array([0.3]), np.array([0.5])),
         # a broad slab and a narrow spike-like component at 0 (a shrunk gene)
         (np.array([0.6, 0.4]), np.array([0.0, 0.8]), np.array([0.02, 0.6])),
+        # a spike two and three cells wide (Simpson's rule on its cells)
+        (np.array([0.7, 0.3]), np.array([0.05, 0.9]), np.array([0.07, 0.6])),
+        (np.array([0.3, 0.7]), np.array([0.05, 0.9]), np.array([0.1, 0.6])),
         # two separated modes: the hull of the set
         (np.array([0.5, 0.5]), np.array([-2.0, 2.0]), np.array([0.4, 0.4])),
         # skewed by a wide minor component
@@ -72,6 +75,33 @@ def test_a_genes_hdi_depends_on_its_own_mixture_only():
     want_lo, want_hi = _brute_hdi(w, m, s, 0.95)
     cell = ((m[:4] + 7 * s[:4]).max() - (m[:4] - 7 * s[:4]).min()) / 256
     assert abs(narrow[3][0] - want_lo) <= 1.5 * cell and abs(narrow[4][0] - want_hi) <= 1.5 * cell
+
+
+def test_level_of_takes_the_cells_in_sorted_order():
+    """The run-growing level search gives the level a sort of the cells gives, maxima and ties included."""
+    from bayescount.stats import _MAX_PEAKS, _level_of
+
+    rng = np.random.default_rng(3)
+    x = np.arange(256)
+    work = (np.empty(_MAX_PEAKS, np.int64), np.empty(_MAX_PEAKS, np.int64), np.empty(_MAX_PEAKS, np.int64),
+            np.empty(256, bool))
+    for t in range(3000):
+        kind = t % 4
+        if kind == 0:  # noise: more maxima than the runs hold (the sort fallback)
+            mass = rng.random(256)
+        elif kind == 1:  # plateaus and ties
+            mass = np.round(rng.random(256) * 4)
+        else:  # a few bumps, with holes of exact zeros
+            mass = sum(rng.random() * np.exp(-0.5 * ((x - rng.uniform(0, 256)) / rng.uniform(0.3, 40)) ** 2)
+                       for _ in range(rng.integers(1, 6)))
+            if kind == 3:
+                mass[rng.integers(0, 256, 20)] = 0.0
+        need = rng.uniform(0.3, 0.999) * mass.sum()
+        ranked = np.sort(mass)[::-1]
+        want = ranked[np.searchsorted(np.cumsum(ranked), need)]
+        got = _level_of(mass, need, *work)
+        # Equal, or a level whose summation order alone decided (the sums agree to rounding).
+        assert got == want or abs(mass[mass >= got].sum() - need) < 1e-9 * mass.sum(), (t, got, want)
 
 
 def test_mixture_hdi_of_a_broken_gene_is_nan_not_garbage():
