@@ -30,7 +30,7 @@ from .model import Layout, layout
 from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries_from_cov
 from .progress import progress_bar
 from .quadrature import (NodeTable, component_slots, conditional_block, dispersion_nodes, likelihood_slices,
-                         node_prior, scale_nodes, scale_posterior, slot_moments, slots_needed)
+                         node_prior, scale_nodes, scale_posterior, select_slots, slot_moments)
 from .spec import Spec
 from .stats import logsumexp, logsumexp_components, logsumexp_nodes, mixture_weights
 
@@ -465,29 +465,11 @@ def _gene_posteriors(prob, lay, pr: _Priors, table, wmode, wcov, ok, n_iter, slo
     C = log_ratio.shape[2]
     log_pi = np.zeros(1) if pi is None else np.log(np.maximum(pi, 1e-300))
     lp_d = node_prior(table, pr.loc_d, pr.scale_d)
-    logw = (table.base + lp_d)[:, :, None] + log_pi[None, None, :] + log_ratio  # (G, N, C)
-    N = logw.shape[1]
-    logw = logw.reshape(G, N * C)
-    # logsumexp's steps, shared with the weights (the same max, shifted exponentials and sum).
-    top_w = logw.max(axis=1, keepdims=True)
-    w = np.exp(logw - top_w)
-    total = w.sum(axis=1, keepdims=True)
-    finite = np.isfinite(top_w[:, 0])
-    log_evidence = np.empty(G)
-    log_evidence[finite] = np.log(total[finite, 0]) + top_w[finite, 0]
-    log_evidence[~finite] = logsumexp(logw[~finite], axis=1)
-    w /= total
-    # Sorting each gene's row on its own keeps the slots independent of the chunking; numpy's
-    # (SIMD) quicksort is ~4x its stable sort here, and only exact ties could order otherwise.
-    order = np.argsort(-w, axis=1)
-    need = np.minimum(slots_needed(w, order, 1.0 - SLOT_MASS_TOL), min(N * C, MAX_SLOTS))
-    S = int(need.max())
-    top = order[:, :S]
-    kept = np.take_along_axis(w, top, axis=1)
-    if S == MAX_SLOTS and S < N * C:
-        log.debug("posterior slots capped at %d: up to %.2g of a gene's mass left out", S, 1.0 - kept.sum(axis=1).min())
-    weights = np.where(np.arange(S)[None, :] < need[:, None], kept, 0.0)
-    weights /= weights.sum(axis=1, keepdims=True)
+    top, weights, need, log_evidence = select_slots(table.base + lp_d, log_pi, log_ratio, 1.0 - SLOT_MASS_TOL,
+                                                    MAX_SLOTS)
+    S = top.shape[1]
+    if S == MAX_SLOTS and need.max() == MAX_SLOTS:
+        log.debug("posterior slots capped at %d", S)
     node_of, comp_of = top // C, top % C
     K = len(lay.names)
     modes = np.empty((G, S, K))
@@ -495,7 +477,7 @@ def _gene_posteriors(prob, lay, pr: _Priors, table, wmode, wcov, ok, n_iter, slo
     gi = rows[:, None]
     cond = pr.cond
     # Only the kept slots' moments are formed (a sixth of the (node, component) pairs for nb_trend).
-    slot_moments(table, comp_prec, node_of, comp_of, modes, covs, cond)
+    slot_moments(table, comp_prec, node_of, comp_of, modes, covs, cond, need)
     re_log_sd = None
     if pr.has_re:
         re_log_sd = table.d[gi, node_of][..., : pr.n_re]  # (G, S, T): the slot's node

@@ -255,16 +255,36 @@ def test_trend_moves_count_through_the_genes_variance(sim_de):
     assert _moved(lay, u0, u2, loc0, loc2, base_mean) == pytest.approx(want, rel=1e-6)
 
 
-def test_slots_needed_is_the_cumulative_count():
-    from bayescount.quadrature import slots_needed
+def test_select_slots_takes_the_heaviest_slots_until_they_hold_the_mass():
+    """The compiled selection equals the numpy rule: sort the weights, keep them until the cumulative sum holds ``mass``."""
+    from bayescount.quadrature import select_slots
+    from bayescount.stats import logsumexp
 
     rng = np.random.default_rng(SEED)
-    w = rng.dirichlet(np.full(40, 0.2), size=300)
-    w[:20, 10:] = 0.0  # padding slots of exactly zero weight
-    w[:20] /= w[:20].sum(axis=1, keepdims=True)
-    w[20] = np.nan  # a gene with no finite weight
-    order = np.argsort(-w, axis=1)
-    for mass in (0.5, 0.9, 0.999, 1.0 + 1e-9):
+    G, N, C = 300, 7, 6
+    base = rng.normal(0, 3, (G, N))
+    log_ratio = rng.normal(0, 2, (G, N, C))
+    log_ratio[:20, :, 3:] = -np.inf  # slots of no weight
+    base[20] = -np.inf  # a gene with no finite weight
+    log_pi = np.log(rng.dirichlet(np.ones(C)))
+    logw = (base[:, :, None] + log_pi + log_ratio).reshape(G, N * C)
+    for mass, cap in ((0.5, 96), (0.9, 96), (0.999, 96), (0.999, 5)):
+        top, weights, need, log_ev = select_slots(base, log_pi, log_ratio, mass, cap)
+        with np.errstate(invalid="ignore"):
+            w = np.exp(logw - logw.max(axis=1, keepdims=True))
+            w /= w.sum(axis=1, keepdims=True)
+        order = np.argsort(-w, axis=1, kind="stable")
         held = np.cumsum(np.take_along_axis(w, order, axis=1), axis=1)
-        want = np.minimum((held < mass).sum(axis=1) + 1, w.shape[1])
-        np.testing.assert_array_equal(slots_needed(w, order, mass), want)
+        want = np.minimum((held < mass).sum(axis=1) + 1, min(cap, N * C))
+        want[20] = 1
+        np.testing.assert_array_equal(need, want)
+        assert top.shape[1] == need.max()
+        np.testing.assert_allclose(log_ev, logsumexp(logw, axis=1), rtol=1e-12)
+        for g in range(G):
+            if g == 20:
+                assert np.isnan(weights[g]).all() and log_ev[g] == -np.inf
+                continue
+            k = need[g]
+            np.testing.assert_array_equal(top[g, :k], order[g, :k])
+            np.testing.assert_allclose(weights[g, :k], w[g, order[g, :k]] / w[g, order[g, :k]].sum(), rtol=1e-12)
+            assert (weights[g, k:] == 0).all() and (top[g, k:] == top[g, 0]).all()
