@@ -19,7 +19,7 @@ import numpy as np
 import pytensor.tensor as pt
 
 from . import _kernels  # noqa: F401  (registers numba trigamma)
-from ._linalg import backward, cholesky, forward, spd_inverse
+from ._linalg import chol_solve, spd_inverse
 from ._nb_kernels import lgamma_rows, nb_both, nb_eta, nb_normalizer, nb_value
 from ._threads import compile_kernel
 from .data import CountData
@@ -386,16 +386,14 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
             if active.size == 0:
                 break
         A = -H
-        with np.errstate(invalid="ignore", divide="ignore"):
-            L = cholesky(A)
+        L, step = chol_solve(A, g)
         diag = np.einsum("gkk->gk", L)
         bad = ~np.all(np.isfinite(diag) & (diag > 1e-4), axis=1)
         if bad.any():
             # Levenberg-style shift where the Hessian is not (safely) negative definite.
             min_eig = np.linalg.eigvalsh(A[bad])[:, 0]
             shift = np.where(min_eig < 1e-8, 1e-6 - min_eig + 1e-3 * np.abs(min_eig), 0.0)
-            L[bad] = cholesky(A[bad] + shift[:, None, None] * np.eye(prob.K))
-        step = backward(L, forward(L, g))
+            L[bad], step[bad] = chol_solve(A[bad] + shift[:, None, None] * np.eye(prob.K), g[bad])
         step = capped(step)
         decrement = np.einsum("gk,gk->g", g, step)
         t = np.ones(active.size)

@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 import numba
 import numpy as np
 
-from ._linalg import backward, chol_into, cholesky, forward, inverse_from_chol
+from ._linalg import chol_into, chol_solve, inverse_from_chol
 from ._threads import gene_chunks, run_chunks
 from .newton import capped
 
@@ -160,9 +160,7 @@ def _node_fit(prob, th, rows, loc, scale, cond, n_steps, normalizer=None):
         ll, g, H = prob.derivs(th[sel], rows[sel], loc, scale, held=held, need_ll=need_ll,
                                normalizer=None if normalizer is None else normalizer[sel])
         A = -H[:, cond[:, None], cond[None, :]]
-        with np.errstate(invalid="ignore", divide="ignore"):
-            L = cholesky(A)
-            step = backward(L, forward(L, g[:, cond]))
+        L, step = chol_solve(A, g[:, cond])
         step[~np.all(np.isfinite(step), axis=1)] = 0.0
         return ll, g[:, cond], A, L, step
 
@@ -222,8 +220,7 @@ def _null_gap(prob, th, rows, loc, wscale, cond, s_pos, b, f, A):
         x = b.copy()
         # Per gene (NaN where a block is not positive definite, and that gene goes without),
         # so one gene's broken block cannot touch another's answer.
-        L = cholesky(A_rr)
-        x[:, r_pos] += backward(L, forward(L, (A_rs @ b[:, s_pos, None])[..., 0]))
+        x[:, r_pos] += chol_solve(A_rr, (A_rs @ b[:, s_pos, None])[..., 0])[1]
         x[:, s_pos] = 0.0
         step = x - b
         model = f - 0.5 * np.einsum("gi,gij,gj->g", step, A, step)
