@@ -15,7 +15,7 @@ from .design import Design, build_design
 from .errors import InputError, ResultIntegrityError
 from .io import atomic_path
 from .spec import Spec, spec_from_json, spec_hash
-from .stats import bh_adjust, hdi_from_draws, lfsr_from_draws, mixture_summary, svalue
+from .stats import bh_adjust, hdi_from_draws, lfsr_from_draws, mixture_summary, quad_form, svalue
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +166,7 @@ class Fit:
             mode = lap["mix_mode"].values[..., :P]  # gene, component, coef
             cov = lap["mix_cov"].values[..., :P, :P]
             comp_mean = mode @ vec / np.log(2)
-            comp_sd = np.sqrt(np.einsum("i,gcij,j->gc", vec, cov, vec)) / np.log(2)
+            comp_sd = np.sqrt(quad_form(vec, cov)) / np.log(2)
             null = (lap["prior_component"].values == 0) if self._null_applies(vec) else None  # (gene, component)
             mean, sd, lfsr, lo, hi = mixture_summary(lap["mix_weight"].values, comp_mean, comp_sd, hdi_prob,
                                                      null_component=null, groups=lap["prior_component"].values)
@@ -193,7 +193,7 @@ class Fit:
             # but against a t reference where the dispersion is estimated (edgeR's QL logic).
             lap = self._idata["laplace"]
             est = lap["mle_mode"].values[:, :P] @ vec
-            se = np.sqrt(np.einsum("i,gij,j->g", vec, lap["mle_cov"].values[:, :P, :P], vec))
+            se = np.sqrt(quad_form(vec, lap["mle_cov"].values[:, :P, :P]))
             df = np.asarray(self.wald_df(), dtype=float)  # scalar, or per gene with weights
             if np.isfinite(df).all():
                 # Only the dispersion's share of the variance (1/mu + alpha) is estimated; the
@@ -372,7 +372,7 @@ class Fit:
             mode = lap["mix_mode"].values[..., ks]
             cov = lap["mix_cov"].values[..., ks, :][..., ks]
             comp_mean = mode @ vec
-            comp_sd = np.sqrt(np.maximum(np.einsum("i,gcij,j->gc", vec, cov, vec), 1e-24))
+            comp_sd = np.sqrt(np.maximum(quad_form(vec, cov), 1e-24))
             mean, sd, lfsr, lo, hi = mixture_summary(lap["mix_weight"].values, comp_mean, comp_sd, hdi_prob)
         else:
             x = self.idata["posterior"]["logit_zero"].transpose("chain", "draw", "gene", "zero_coef").values
