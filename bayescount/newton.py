@@ -356,27 +356,45 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
     ``tol``, after a last step of under ``sqrt(tol)`` posterior sds: the
     Hessian of its last pass and the quadratic model's log-likelihood stand
     for the mode's, and only genes that stopped otherwise take one more pass.
+
+    The full step is tried with the derivatives: one kernel pass gives the
+    line search its value and, where the step is taken (nearly always), the
+    next iteration its gradient and Hessian. A value pass and a derivative
+    pass per iteration cost a third more at 20,000 x 12; the iterates are the
+    same (the two kernels' values agree to the bit).
     """
-    G = theta.shape[0]
+    G, K = theta.shape[0], prob.K
     converged = np.zeros(G, dtype=bool)
     n_iter = np.zeros(G, dtype=int)
     active = np.arange(G) if rows is None else np.asarray(rows, dtype=int)
     todo_rows = active.copy()
     if curvature:
-        H_out = np.full((G, prob.K, prob.K), np.nan)
+        H_out = np.full((G, K, K), np.nan)
         ll_out = np.full(G, np.nan)
         fresh = np.zeros(G, dtype=bool)
-    # Log posterior at the current point: the line search's value after the first step,
-    # so later steps need only the derivatives.
+    # Log posterior at the current point, and the log-likelihood and derivatives there where a
+    # pass already made them (``have``): the line search's full step gives them.
     f_cur = np.full(G, np.nan)
+    ll_cur = np.full(G, np.nan)
+    g_cur = np.empty((G, K))
+    H_cur = np.empty((G, K, K))
+    have = np.zeros(G, dtype=bool)
     for it in range(max_iter):
         if active.size == 0:
             break
         th = theta[active]
-        ll, g, H = prob.derivs(th, active, loc, scale, need_ll=it == 0)
         if it == 0:
+            ll, g, H = prob.derivs(th, active, loc, scale)
             z0 = (th - loc[active]) / scale[active]
             f_cur[active] = ll - 0.5 * np.sum(z0 * z0, axis=1)
+            ll_cur[active] = ll
+        else:
+            g, H = g_cur[active], H_cur[active]
+            stale = np.flatnonzero(~have[active])
+            if stale.size:
+                _, g[stale], H[stale] = prob.derivs(th[stale], active[stale], loc, scale, need_ll=False)
+                ll_cur[active[stale]] = np.nan
+        g_cur[active], H_cur[active], have[active] = g, H, True
         f0 = f_cur[active]
         finite = np.isfinite(f0) & np.all(np.isfinite(g), axis=1) & np.all(np.isfinite(H), axis=(1, 2))
         if not finite.all():
@@ -393,7 +411,7 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
             # Levenberg-style shift where the Hessian is not (safely) negative definite.
             min_eig = np.linalg.eigvalsh(A[bad])[:, 0]
             shift = np.where(min_eig < 1e-8, 1e-6 - min_eig + 1e-3 * np.abs(min_eig), 0.0)
-            L[bad], step[bad] = chol_solve(A[bad] + shift[:, None, None] * np.eye(prob.K), g[bad])
+            L[bad], step[bad] = chol_solve(A[bad] + shift[:, None, None] * np.eye(K), g[bad])
         step = capped(step)
         decrement = np.einsum("gk,gk->g", g, step)
         t = np.ones(active.size)
@@ -415,15 +433,30 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
             ll_out[at] = f0[last] + gain + 0.5 * np.sum(z * z, axis=1)
             fresh[at] = True
         accepted[last] = True
+        have[active[last]] = False
         todo = np.flatnonzero(~last)
-        for _half in range(30):
+        if todo.size:
+            # The full step, with the derivatives there.
+            cand = th[todo] + step[todo]
+            ll1, g1, H1 = prob.derivs(cand, active[todo], loc, scale)
+            z1 = (cand - loc[active[todo]]) / scale[active[todo]]
+            f1 = ll1 - 0.5 * np.sum(z1 * z1, axis=1)
+            ok = _armijo(f1, f0[todo], 1.0, decrement[todo])
+            took, at = todo[ok], active[todo[ok]]
+            new[took] = cand[ok]
+            f_cur[at], ll_cur[at], g_cur[at], H_cur[at] = f1[ok], ll1[ok], g1[ok], H1[ok]
+            accepted[took] = True
+            todo = todo[~ok]
+            t[todo] = 0.5
+        for _half in range(29):
             if todo.size == 0:
                 break
             cand = th[todo] + t[todo, None] * step[todo]
             f1 = prob.logpost(cand, active[todo], loc, scale)
-            ok = np.isfinite(f1) & (f1 >= f0[todo] + 1e-4 * t[todo] * decrement[todo] - 1e-12 * np.abs(f0[todo]))
+            ok = _armijo(f1, f0[todo], t[todo], decrement[todo])
             new[todo[ok]] = cand[ok]
             f_cur[active[todo[ok]]] = f1[ok]
+            have[active[todo[ok]]] = False
             accepted[todo[ok]] = True
             todo = todo[~ok]
             if todo.size == 0:
@@ -439,9 +472,19 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
         return theta, converged, n_iter
     stale = todo_rows[~fresh[todo_rows]]
     if stale.size:
-        ll, _, H = prob.derivs(theta[stale], stale, loc, scale)
-        H_out[stale], ll_out[stale] = H, ll
+        # Where a pass at the final point made its derivatives (a full step taken), they are reused.
+        known = have[stale] & np.isfinite(ll_cur[stale])
+        H_out[stale[known]], ll_out[stale[known]] = H_cur[stale[known]], ll_cur[stale[known]]
+        rest = stale[~known]
+        if rest.size:
+            ll, _, H = prob.derivs(theta[rest], rest, loc, scale)
+            H_out[rest], ll_out[rest] = H, ll
     return theta, converged, n_iter, H_out, ll_out
+
+
+def _armijo(f1, f0, t, decrement):
+    """Whether a line-search step of length ``t`` raised the log posterior enough (Armijo's rule)."""
+    return np.isfinite(f1) & (f1 >= f0 + 1e-4 * t * decrement - 1e-12 * np.abs(f0))
 
 
 def mixture_moments(thetas, covs, weights):
