@@ -199,7 +199,7 @@ def _safeguarded_step(prob, th, rows, sel, cond, step, ll, b_loc, b_scale, loc, 
         t[todo] *= 0.5
 
 
-def _null_gap(prob, th, rows, loc, wscale, cond, s_pos, b, f, A):
+def _null_gap(prob, th, rows, loc, wscale, cond, s_pos, b, f, A, normalizer=None):
     """Exact minus Gaussian-model log density of the block at its slopes' zero, (G,).
 
     The closed-form prior swap (:func:`component_slots`) reads every
@@ -211,7 +211,8 @@ def _null_gap(prob, th, rows, loc, wscale, cond, s_pos, b, f, A):
     the tails), so the model understates the null's evidence and the lfsr.
     The other coordinates are re-fitted with the slopes at zero (one Newton
     step from the Gaussian conditional mean) and the difference of the two
-    log densities there is returned (0 where the re-fit fails).
+    log densities there is returned (0 where the re-fit fails). ``normalizer``:
+    the likelihood's eta-free terms at the node (:meth:`GeneProblem.normalizer`).
     """
     r_pos = np.setdiff1d(np.arange(cond.size), s_pos)
     A_rr = A[:, r_pos[:, None], r_pos[None, :]]
@@ -227,7 +228,7 @@ def _null_gap(prob, th, rows, loc, wscale, cond, s_pos, b, f, A):
     ok = np.all(np.isfinite(x), axis=1) & np.isfinite(model)
     th0 = th.copy()
     th0[:, cond] = np.where(ok[:, None], x, b)
-    _, f_r, _, _ = _node_fit(prob, th0, rows, loc, wscale, cond[r_pos], 1)
+    _, f_r, _, _ = _node_fit(prob, th0, rows, loc, wscale, cond[r_pos], 1, normalizer)
     exact = f_r + _log_normal(0.0, loc[rows][:, cond[s_pos]], wscale[rows][:, cond[s_pos]]).sum(axis=1)
     gap = exact - model
     return np.where(ok & np.isfinite(gap), gap, 0.0)
@@ -287,15 +288,19 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int | None = 
         else:
             z2 = np.einsum("gi,gij,gj->g", theta[:, sc], np.linalg.pinv(cs), theta[:, sc])
         near = np.flatnonzero(finite & np.isfinite(z2) & (z2 > 1.5**2) & (z2 < 8.0**2))
+    # With every gene parameter held at the node, the null gap's re-fit shares the node's
+    # eta-free likelihood terms (for the NB its log-gamma terms, half a kernel pass).
+    split = gap is not None and prob.Q and not any(np.isin(c, cond).any() for c in prob.cols)
     for i in range(N_NODES):
         th = theta.copy()
         step_d = d[:, i] - theta[:, P]
         th[:, P] = d[:, i]
         th[:, cond] += slope * step_d[:, None]
-        b[:, i], f, prec[:, i], logdet = _node_fit(prob, th, rows, loc, wscale, cond, n_steps)
+        norm = prob.normalizer(th, rows) if split and near.size else None
+        b[:, i], f, prec[:, i], logdet = _node_fit(prob, th, rows, loc, wscale, cond, n_steps, norm)
         if gap is not None and near.size:
             gap[near, i] = _null_gap(prob, th[near], rows[near], loc, wscale, cond, s_pos, b[near, i], f[near],
-                                     prec[near, i])
+                                     prec[near, i], None if norm is None else norm[near])
         log_q = _log_normal(d[:, i], theta[:, P], sd_q)
         base[:, i] = f + 0.5 * m * _LOG2PI - 0.5 * logdet - log_q + np.log(_GH_W[i] / np.sqrt(np.pi))
     ok = np.all(np.isfinite(base), axis=1) & np.all(np.isfinite(b), axis=(1, 2))
