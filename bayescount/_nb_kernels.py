@@ -155,34 +155,55 @@ def nb_both(y, rows, eta, d, need_ll, lgy, grp, n_grp):
     d2dd = np.zeros(m)
     for g in range(m):
         row = rows[g]
-        r = math.exp(-d[g])
-        big = r >= LARGE_R
-        lgr = math.lgamma(r) if need_ll and not big else 0.0
-        dgr = 0.0 if big else _digamma(r)
-        tgr = 0.0 if big else _trigamma(r)
-        acc = 0.0
-        sd = 0.0
-        sdd = 0.0
-        for j in range(n):
-            yy = y[row, j]
-            s = d[g] + eta[g, j]
-            e, i, p = _point(s)
-            L = _softplus(s, e)
-            de = yy * i - r * p
-            dr, tr = _rising_derivs(yy, r, dgr, tgr)
-            ed = -p * de
-            k = grp[j]
-            d1e[g, k] += de
-            d2ee[g, k] -= (r + yy) * p * i
-            d2ed[g, k] += ed
-            sd += r * (L - dr) + de
-            sdd += -r * (L - dr) + r * p + r * r * tr + ed
-            if need_ll:
-                acc += _logp(yy, s, L, r, lgr, True)
-        d1d[g] = sd
-        d2dd[g] = sdd
+        acc, d1d[g], d2dd[g] = gene_both(y[row], eta[g], d[g], need_ll, grp, d1e[g], d2ee[g], d2ed[g])
         ll[g] = acc - lgy[row] if need_ll else 0.0
     return ll, d1e, d1d, d2ee, d2ed, d2dd
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def gene_both(y, eta, d, need_ll, grp, d1e, d2ee, d2ed):
+    """One gene's :func:`nb_both`: its eta derivatives added into ``d1e``, ``d2ee``, ``d2ed`` (per
+    design row); returns the log-density's sum without ``lgamma(y + 1)`` (0 without ``need_ll``) and
+    the first and second derivatives in ``d``."""
+    n = y.size
+    r = math.exp(-d)
+    big = r >= LARGE_R
+    lgr = math.lgamma(r) if need_ll and not big else 0.0
+    dgr = 0.0 if big else _digamma(r)
+    tgr = 0.0 if big else _trigamma(r)
+    acc = 0.0
+    sd = 0.0
+    sdd = 0.0
+    for j in range(n):
+        yy = y[j]
+        s = d + eta[j]
+        e, i, p = _point(s)
+        L = _softplus(s, e)
+        de = yy * i - r * p
+        dr, tr = _rising_derivs(yy, r, dgr, tgr)
+        ed = -p * de
+        k = grp[j]
+        d1e[k] += de
+        d2ee[k] -= (r + yy) * p * i
+        d2ed[k] += ed
+        sd += r * (L - dr) + de
+        sdd += -r * (L - dr) + r * p + r * r * tr + ed
+        if need_ll:
+            acc += _logp(yy, s, L, r, lgr, True)
+    return acc, sd, sdd
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def gene_value(y, eta, d, lgy):
+    """One gene's log-density sum (:func:`nb_value` of a row)."""
+    n = y.size
+    r = math.exp(-d)
+    lgr = math.lgamma(r) if r < LARGE_R else 0.0
+    acc = 0.0
+    for j in range(n):
+        s = d + eta[j]
+        acc += _logp(y[j], s, _softplus(s, math.exp(min(s, S_MAX))), r, lgr, True)
+    return acc - lgy
 
 
 @numba.njit(cache=True, nogil=True)

@@ -21,6 +21,7 @@ import pytensor.tensor as pt
 from . import _kernels  # noqa: F401  (registers numba trigamma)
 from ._linalg import chol_solve, spd_inverse
 from ._nb_kernels import lgamma_rows, nb_both, nb_eta, nb_normalizer, nb_value
+from ._nb_newton import nb_newton
 from ._threads import compile_kernel
 from .data import CountData
 from .model import Layout, param_design
@@ -30,6 +31,9 @@ from .spec import Spec
 #: Whether the NB with one log-dispersion per gene takes the fused kernels (False: the
 #: pytensor-derived ones, the reference the tests compare whole fits against).
 FUSED_NB = True
+#: Whether :func:`newton` runs those fits gene by gene in compiled code (False: the stacked numpy
+#: loop around the same kernels, which the tests hold it to).
+FUSED_NEWTON = True
 _LIK_CACHE: dict = {}
 _LIK_LOCK = threading.RLock()
 MAX_STEP = 5.0
@@ -152,6 +156,13 @@ class GeneProblem:
             self._grp = np.ascontiguousarray(grp.ravel(), dtype=np.int64)
             P = self._Xd.shape[1]
             self._outer_d = (self._Xd[:, :, None] * self._Xd[:, None, :]).reshape(len(self._Xd), P * P)
+            self.y = np.ascontiguousarray(self.y)
+
+    @property
+    def fused_newton(self) -> bool:
+        """Whether :func:`newton` takes the compiled per-gene loop (the fused NB, its log-dispersion last)."""
+        return (FUSED_NEWTON and self._lgy is not None and self.K == self.P + 1
+                and int(self.cols[0][0]) == self.P)
 
     def _main_kernels(self):
         # Compiled on first use: a fit on the fused NB kernels needs the pytensor ones only for
@@ -363,6 +374,8 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
     pass per iteration cost a third more at 20,000 x 12; the iterates are the
     same (the two kernels' values agree to the bit).
     """
+    if prob.fused_newton:
+        return _fused_newton(prob, theta, loc, scale, tol, max_iter, rows, curvature)
     G, K = theta.shape[0], prob.K
     converged = np.zeros(G, dtype=bool)
     n_iter = np.zeros(G, dtype=int)
@@ -479,6 +492,24 @@ def newton(prob: GeneProblem, theta, loc, scale, tol=1e-8, max_iter=60, rows=Non
         if rest.size:
             ll, _, H = prob.derivs(theta[rest], rest, loc, scale)
             H_out[rest], ll_out[rest] = H, ll
+    return theta, converged, n_iter, H_out, ll_out
+
+
+def _fused_newton(prob, theta, loc, scale, tol, max_iter, rows, curvature):
+    """:func:`newton` by the compiled per-gene loop of :mod:`bayescount._nb_newton` (the fused NB)."""
+    G, K = theta.shape
+    theta = np.ascontiguousarray(theta, dtype=np.float64)
+    rows = np.arange(G) if rows is None else rows
+    converged = np.zeros(G, dtype=bool)
+    n_iter = np.zeros(G, dtype=np.int64)
+    H_out = np.full((G, K, K), np.nan)
+    ll_out = np.full(G, np.nan)
+    nb_newton(prob.y, _rows(rows), prob._Xd, prob._grp, np.ascontiguousarray(prob.offset, dtype=np.float64),
+              prob._lgy, theta, np.ascontiguousarray(loc, dtype=np.float64),
+              np.ascontiguousarray(scale, dtype=np.float64), float(tol), int(max_iter), MAX_STEP, bool(curvature),
+              converged, n_iter, H_out, ll_out)
+    if not curvature:
+        return theta, converged, n_iter
     return theta, converged, n_iter, H_out, ll_out
 
 

@@ -1,6 +1,7 @@
 """The fused NB kernels equal the pytensor-derived ones (the reference) in every regime."""
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
@@ -144,3 +145,54 @@ def test_whole_fits_equal_the_pytensor_kernels(monkeypatch, model, donor):
     a, b = tables[True], tables[False]
     for col in ("log2fc", "log2fc_sd", "lfsr", "pvalue"):
         np.testing.assert_allclose(a[col], b[col], rtol=1e-6, atol=1e-8, err_msg=col)
+
+
+@pytest.mark.parametrize("donor", [False, True])
+def test_compiled_newton_takes_the_stacked_newtons_steps(monkeypatch, donor):
+    """The per-gene compiled Newton (``_nb_newton``) makes the stacked loop's iterates and outputs.
+
+    Same iteration counts, modes, convergence flags, Hessians and log-likelihoods
+    at the modes, from a start far off (the line search halves) and with
+    genes of zeros in one group, of huge counts and of one count.
+    """
+    import bayescount as bc
+    from bayescount import newton
+    from bayescount.fit_map import _initial_theta
+    from bayescount.model import layout
+    from bayescount.spec import load_spec
+
+    if donor:
+        sim = bc.simulate_cells(n_genes=20, n_donors_per_group=3, cells_per_donor=40, donor_sd=0.3,
+                                frac_de=0.3, random_seed=5)
+        data = bc.CountData.from_pandas(sim.counts, sim.samples, "~ condition + (1|donor)", size_factors="poscounts")
+        spec = load_spec("nb_donor")
+    else:
+        counts = bc.simulate(n_genes=200, n_per_group=4, frac_de=0.3, random_seed=5).counts
+        counts.iloc[0] = [0] * 4 + [500, 800, 300, 1000]
+        counts.iloc[1] = 10**7
+        counts.iloc[2] = [0] * 7 + [1]
+        samples = pd.DataFrame({"group": ["A"] * 4 + ["B"] * 4}, index=counts.columns)
+        data = bc.CountData.from_pandas(counts, samples, "~ group")
+        spec = load_spec("nb_trend")
+    lay = layout(spec, data)
+    prob = newton.GeneProblem(spec, data, lay)
+    assert prob.fused_newton
+    G, K = data.n_genes, prob.K
+    rng = np.random.default_rng(2)
+    loc = np.zeros((G, K))
+    loc[:, -1] = np.log(0.1)
+    scale = np.full((G, K), 10.0)
+    scale[:, -1] = 1.0
+    start = _initial_theta(data, lay, loc) + rng.normal(0, 2.0, (G, K))  # far: the line search halves
+    rows = np.arange(0, G, 2)
+    out = {}
+    for compiled in (True, False):
+        monkeypatch.setattr(newton, "FUSED_NEWTON", compiled)
+        out[compiled] = newton.newton(prob, start.copy(), loc, scale, rows=rows, curvature=True)
+    (ta, ca, na, Ha, la), (tb, cb, nb, Hb, lb) = out[True], out[False]
+    np.testing.assert_array_equal(na, nb)
+    np.testing.assert_array_equal(ca, cb)
+    assert na[rows].max() > 3 and (na[1::2] == 0).all()
+    np.testing.assert_allclose(ta, tb, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(Ha, Hb, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(la, lb, rtol=1e-9, atol=1e-7)
