@@ -123,20 +123,29 @@ def nb_eta(y, rows, eta, d, mode, lgy, grp, n_grp):
     d2 = np.zeros((m, n_grp))
     for g in range(m):
         row = rows[g]
-        r = math.exp(-d[g])
-        lgr = math.lgamma(r) if mode == 1 and r < LARGE_R else 0.0
-        acc = 0.0
-        for j in range(n):
-            yy = y[row, j]
-            s = d[g] + eta[g, j]
-            e, i, p = _point(s)
-            k = grp[j]
-            d1[g, k] += yy * i - r * p
-            d2[g, k] -= (r + yy) * p * i
-            if mode != 0:
-                acc += _logp(yy, s, _softplus(s, e), r, lgr, mode == 1)
+        acc = gene_eta(y[row], eta[g], d[g], mode, grp, d1[g], d2[g])
         ll[g] = acc - lgy[row] if mode == 1 else acc
     return ll, d1, d2
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
+def gene_eta(y, eta, d, mode, grp, d1, d2):
+    """One gene's :func:`nb_eta`: its derivatives added into ``d1``, ``d2`` (per design row); returns
+    the log-density's sum (``mode`` as there; without ``lgamma(y + 1)``)."""
+    n = y.size
+    r = math.exp(-d)
+    lgr = math.lgamma(r) if mode == 1 and r < LARGE_R else 0.0
+    acc = 0.0
+    for j in range(n):
+        yy = y[j]
+        s = d + eta[j]
+        e, i, p = _point(s)
+        k = grp[j]
+        d1[k] += yy * i - r * p
+        d2[k] -= (r + yy) * p * i
+        if mode != 0:
+            acc += _logp(yy, s, _softplus(s, e), r, lgr, mode == 1)
+    return acc
 
 
 @numba.njit(cache=True, nogil=True)

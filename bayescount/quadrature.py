@@ -20,8 +20,9 @@ import numba
 import numpy as np
 
 from ._linalg import chol_into, chol_solve, inverse_from_chol
+from ._nb_nodes import nb_nodes
 from ._threads import gene_chunks, run_chunks
-from .newton import capped
+from .newton import MAX_STEP, capped
 
 N_NODES = 7
 #: Newton steps per random-effect-scale node, from the nearest node already fitted: nodes are
@@ -288,6 +289,42 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int | None = 
         else:
             z2 = np.einsum("gi,gij,gj->g", theta[:, sc], np.linalg.pinv(cs), theta[:, sc])
         near = np.flatnonzero(finite & np.isfinite(z2) & (z2 > 1.5**2) & (z2 < 8.0**2))
+    if n_steps == 1 and prob.fused_newton:
+        # The fused NB: the same fits gene by gene in compiled code (_nb_nodes).
+        is_slope = np.zeros(P, dtype=bool)
+        is_slope[s_pos if gap is not None else []] = True
+        near_mask = np.zeros(G, dtype=bool)
+        if gap is not None:
+            near_mask[near] = True
+        every = rows.size == prob.y.shape[0] and bool(np.all(rows == np.arange(rows.size)))
+        nb_nodes(prob.y if every else prob.y[rows], prob._Xd, prob._grp, np.ascontiguousarray(prob.offset, dtype=float),
+                 prob._lgy if every else prob._lgy[rows],
+                 np.ascontiguousarray(theta, dtype=float), np.ascontiguousarray(loc[rows], dtype=float),
+                 np.ascontiguousarray(wscale[rows], dtype=float), d, np.ascontiguousarray(slope), sd_q,
+                 np.log(_GH_W / np.sqrt(np.pi)), near_mask, is_slope, TRUST_GAIN, MAX_EXTRA_STEPS, MAX_STEP,
+                 base, b, prec, np.zeros((G, N_NODES)) if gap is None else gap)
+    else:
+        _stacked_nodes(prob, theta, rows, loc, wscale, cond, n_steps, d, slope, sd_q, gap,
+                       near if gap is not None else None, s_pos, base, b, prec)
+    ok = np.all(np.isfinite(base), axis=1) & np.all(np.isfinite(b), axis=(1, 2))
+    if not ok.all():
+        # A gene whose nodes fail keeps its joint Laplace fit as one node.
+        bad = np.flatnonzero(~ok)
+        base[bad] = -np.inf
+        base[bad, N_NODES // 2] = 0.0
+        d[bad] = theta[bad, P, None]
+        b[bad] = theta[bad][:, None, cond]
+        cov_b = np.where(np.isfinite(cov[bad]), cov[bad], 0.0)[np.ix_(np.arange(bad.size), cond, cond)]
+        prec[bad] = np.linalg.inv(cov_b + 1e-9 * np.eye(m))[:, None]
+        if gap is not None:
+            gap[bad] = 0.0
+    return NodeTable(d[:, :, None], base, b, prec, ok, bl, 1.0 / bs**2, null_gap=gap,
+                     null_pos=None if gap is None else s_pos)
+
+
+def _stacked_nodes(prob, theta, rows, loc, wscale, cond, n_steps, d, slope, sd_q, gap, near, s_pos, base, b, prec):
+    """:func:`dispersion_nodes`' node fits over the stack of genes with numpy (written into ``base``, ``b``, ``prec``, ``gap``)."""
+    P, m = prob.P, cond.size
     # With every gene parameter held at the node, the null gap's re-fit shares the node's
     # eta-free likelihood terms (for the NB its log-gamma terms, half a kernel pass).
     split = gap is not None and prob.Q and not any(np.isin(c, cond).any() for c in prob.cols)
@@ -303,20 +340,6 @@ def dispersion_nodes(prob, theta, cov, rows, loc, wscale, n_steps: int | None = 
                                      prec[near, i], None if norm is None else norm[near])
         log_q = _log_normal(d[:, i], theta[:, P], sd_q)
         base[:, i] = f + 0.5 * m * _LOG2PI - 0.5 * logdet - log_q + np.log(_GH_W[i] / np.sqrt(np.pi))
-    ok = np.all(np.isfinite(base), axis=1) & np.all(np.isfinite(b), axis=(1, 2))
-    if not ok.all():
-        # A gene whose nodes fail keeps its joint Laplace fit as one node.
-        bad = np.flatnonzero(~ok)
-        base[bad] = -np.inf
-        base[bad, N_NODES // 2] = 0.0
-        d[bad] = theta[bad, P, None]
-        b[bad] = theta[bad][:, None, cond]
-        cov_b = np.where(np.isfinite(cov[bad]), cov[bad], 0.0)[np.ix_(np.arange(bad.size), cond, cond)]
-        prec[bad] = np.linalg.inv(cov_b + 1e-9 * np.eye(m))[:, None]
-        if gap is not None:
-            gap[bad] = 0.0
-    return NodeTable(d[:, :, None], base, b, prec, ok, bl, 1.0 / bs**2, null_gap=gap,
-                     null_pos=None if gap is None else s_pos)
 
 
 def component_slots(table: NodeTable, comp_prec, n_threads: int = 1, means: bool = True):
