@@ -150,6 +150,9 @@ class Design:
                 raise InputError(f"{factor!r} has no level {lv!r}; levels: {list(levels)}")
         if level == reference:
             raise InputError("contrast level and reference are the same level")
+        vec = self._main_effect_contrast(factor, level, reference)
+        if vec is not None:
+            return vec, f"{factor}: {level} vs {reference}"
         # Averaging the two counterfactual design rows over the samples is exact
         # for additive designs and gives the sample-averaged effect with interactions.
         rows = []
@@ -159,6 +162,23 @@ class Design:
             mm = self.model_spec.get_model_matrix(cf)
             rows.append(np.asarray(mm, dtype=float).mean(axis=0))
         return rows[0] - rows[1], f"{factor}: {level} vs {reference}"
+
+
+    def _main_effect_contrast(self, factor, level, reference):
+        """The contrast read off the coefficient names where the factor is a treatment-coded main
+        effect in no interaction (the counterfactual rows then differ in its columns only), else None."""
+        terms = {str(t): sl for t, sl in self.model_spec.term_slices.items()}
+        if factor not in terms or any(factor in t.split(":") for t in terms if t != factor):
+            return None
+        levels = self.factors[factor]
+        names = {f"{factor}[T.{lv}]": lv for lv in levels[1:]}
+        if set(self.coef[terms[factor]]) != set(names):
+            return None
+        vec = np.zeros(len(self.coef))
+        for lv, sign in ((level, 1.0), (reference, -1.0)):
+            if lv != levels[0]:
+                vec[self.coef.index(f"{factor}[T.{lv}]")] += sign
+        return vec
 
 
 def build_design(formula: str, samples: pd.DataFrame) -> Design:

@@ -159,7 +159,10 @@ def fit(
             **extra,
         }
     )
-    return Fit(idata=tree, spec=spec, posterior=pending)
+    result = Fit(idata=tree, spec=spec, posterior=pending)
+    # The design in hand is the one stored: the answers need not rebuild it from the formula.
+    result.__dict__["design"] = data.design
+    return result
 
 
 def _labels(values, name: str) -> pd.Index:

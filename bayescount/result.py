@@ -160,7 +160,8 @@ class Fit:
         vec, label = self.design.contrast_vector(contrast, self.samples)
         P = vec.size
         cd = self._idata["constant_data"]
-        out = pd.DataFrame({"gene": self.genes, "base_mean": cd["base_mean"].values})
+        # Columns gathered first, the frame made once (a pandas column insert costs ~0.5 ms).
+        out = {"gene": self.genes, "base_mean": cd["base_mean"].values}
         if self.has_group("laplace"):
             lap = self._idata["laplace"]
             mode = lap["mix_mode"].values[..., :P]  # gene, component, coef
@@ -181,13 +182,13 @@ class Fit:
         out["lfsr"] = lfsr
         out["svalue"] = svalue(lfsr)
         genes = self.gene_summary()
-        out["dispersion"] = genes["dispersion"].to_numpy() if "dispersion" in genes else np.nan
+        out["dispersion"] = genes["dispersion"].to_numpy() if "dispersion" in genes else np.full(len(genes), np.nan)
         for col in genes.columns:
             if col.startswith("dispersion["):  # one per level with dispersion_by
                 out[col] = genes[col].to_numpy()
         out["flag"] = self._flags()
         if self.has_group("laplace"):
-            from scipy import stats
+            from scipy import special
 
             # Wald test on the near-MLE fit (coefficient prior widened), as DESeq2 tests the MLE,
             # but against a t reference where the dispersion is estimated (edgeR's QL logic).
@@ -198,11 +199,12 @@ class Fit:
             if np.isfinite(df).all():
                 # Only the dispersion's share of the variance (1/mu + alpha) is estimated; the
                 # Poisson share is known. Satterthwaite: the df grow as that share shrinks.
-                am = out["dispersion"].to_numpy() * out["base_mean"].to_numpy()
+                am = out["dispersion"] * out["base_mean"]
                 share = np.clip(am / (1.0 + am), 1e-6, 1.0)
                 df = df / share**2
-            out["pvalue"] = 2.0 * stats.t.sf(np.abs(est) / se, df)
-            out["padj"] = bh_adjust(out["pvalue"].to_numpy())
+            out["pvalue"] = 2.0 * special.stdtr(df, -np.abs(est) / se)  # t.sf without the distribution wrapper
+            out["padj"] = bh_adjust(out["pvalue"])
+        out = pd.DataFrame(out)
         out.attrs["contrast"] = label
         out.attrs["hdi_prob"] = hdi_prob
         return out

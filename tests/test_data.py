@@ -142,3 +142,29 @@ def test_sample_table_rows_follow_the_count_columns():
     np.testing.assert_array_equal(data.design.matrix[:, 1], [0, 0, 0, 1, 1, 1])
     ints = make(counts.set_axis(range(10, 16), axis=1), samples.set_axis(range(10, 16)).iloc[::-1])
     assert list(ints.samples["group"]) == list("AAABBB")
+
+
+@pytest.mark.parametrize("formula", ["~ group", "~ batch + group", "~ dose + group", "~ cond + group",
+                                     "~ group * batch", "~ group:batch", "~ 0 + group", "~ C(group, Sum)"])
+def test_factor_contrasts_are_the_averaged_counterfactual_rows(formula):
+    """[factor, level, reference] is the mean difference of the design rows with every sample set to
+    each level; main effects read it off the coefficient names, other terms go through the rows."""
+    import itertools
+
+    from bayescount.design import build_design
+
+    rng = np.random.default_rng(0)
+    s = pd.DataFrame({"group": list("ABCABCABCABC"), "batch": list("xxyyxxyyxxyy"), "dose": rng.normal(size=12),
+                      "cond": pd.Categorical(list("ttccttccttcc"), categories=["t", "c"])},
+                     index=[f"s{i}" for i in range(12)])
+    d = build_design(formula, s)
+    for factor, levels in d.factors.items():
+        for a, b in itertools.permutations(levels, 2):
+            rows = []
+            for lv in (a, b):
+                cf = s.copy()
+                cf[factor] = pd.Categorical([lv] * len(cf), categories=list(levels))
+                rows.append(np.asarray(d.model_spec.get_model_matrix(cf), dtype=float).mean(axis=0))
+            vec, label = d.contrast_vector([factor, a, b], s)
+            np.testing.assert_allclose(vec, rows[0] - rows[1], atol=1e-12)
+            assert label == f"{factor}: {a} vs {b}"
