@@ -13,8 +13,6 @@ two to each other).
 
 from __future__ import annotations
 
-import math
-
 import numba
 import numpy as np
 
@@ -36,7 +34,7 @@ def _eta(Xd, grp, offset, theta, P, xb, eta):
 
 @numba.njit(cache=True, nogil=True)
 def _derivs(y, Xd, grp, offset, lgy, theta, loc, scale, need_ll, xb, eta, d1e, d2ee, d2ed, g, H):
-    """One gene's log-likelihood (NaN without ``need_ll``), and its log posterior's gradient and Hessian into ``g``, ``H``."""
+    """One gene's log-likelihood (NaN without ``need_ll``); the log posterior's gradient and Hessian go to g, H."""
     K = theta.size
     P = K - 1
     R = Xd.shape[0]

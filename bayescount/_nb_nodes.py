@@ -198,7 +198,7 @@ def nb_nodes(y, Xd, grp, offset, lgy, theta, loc, scale, d, slope, sd_q, log_w, 
                 th[p] += slope[gi, p] * step_d
             f, logdet = _block_fit(y[gi], Xd, grp, offset, lgy[gi], th, loc[gi], scale[gi], full, trust, max_extra,
                                    max_step, w)
-            g, A, step = w[4], w[5], w[7]
+            A, step = w[5], w[7]
             for p in range(P):
                 b[gi, i, p] = th[p] + step[p]
                 for q in range(P):

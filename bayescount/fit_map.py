@@ -30,9 +30,10 @@ from .model import Layout, layout
 from .newton import GeneProblem, laplace_cov, mixture_moments, newton, summaries_from_cov
 from .progress import progress_bar
 from .quadrature import (NodeTable, component_slots, conditional_block, dispersion_nodes, likelihood_slices,
-                         node_prior, scale_nodes, scale_posterior, select_slots, slot_moments)
+                         node_prior, scale_nodes, scale_posterior)
+from .slots import select_slots, slot_moments
 from .spec import Spec
-from .stats import logsumexp, logsumexp_components, logsumexp_nodes, mixture_weights
+from .stats import logsumexp_components, logsumexp_nodes, mixture_weights
 
 log = logging.getLogger(__name__)
 

@@ -169,7 +169,7 @@ def prior_df(sigma: float) -> float:
     >>> round(prior_df(0.5), 2)
     8.96
     """
-    from scipy import optimize, special
+    from scipy import optimize
 
     if not np.isfinite(sigma) or sigma <= 0:
         return np.inf
@@ -330,7 +330,8 @@ def _summary_block(weights, mean, sd, prob, n_grid, is_null, label_of, n_labels)
     merged = (np.empty((G, n_labels)), np.empty((G, n_labels)), np.empty((G, n_labels)))
     _moments_kernel(np.ascontiguousarray(weights, dtype=float), np.ascontiguousarray(mean, dtype=float),
                     np.ascontiguousarray(sd, dtype=float), np.ascontiguousarray(is_null),
-                    np.zeros((1, 1), dtype=np.int64) if label_of is None else np.ascontiguousarray(label_of, dtype=np.int64),
+                    np.zeros((1, 1), dtype=np.int64) if label_of is None
+                    else np.ascontiguousarray(label_of, dtype=np.int64),
                     n_labels, out, *merged)
     w, m, s = merged if n_labels else (weights / weights.sum(axis=1, keepdims=True), mean, sd)
     out[3], out[4] = _hdi_histogram(w, m, s, prob, n_grid)

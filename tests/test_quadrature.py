@@ -15,7 +15,8 @@ from scipy.special import gammaln, logsumexp
 
 import bayescount as bc
 from bayescount._linalg import spd_inverse
-from bayescount.quadrature import NodeTable, component_slots, slot_covariance
+from bayescount.quadrature import NodeTable, component_slots
+from bayescount.slots import slot_covariance
 from bayescount.stats import mixture_weights
 from conftest import SEED
 
@@ -257,7 +258,7 @@ def test_trend_moves_count_through_the_genes_variance(sim_de):
 
 def test_select_slots_takes_the_heaviest_slots_until_they_hold_the_mass():
     """The compiled selection equals the numpy rule: sort the weights, keep them until the cumulative sum holds ``mass``."""
-    from bayescount.quadrature import select_slots
+    from bayescount.slots import select_slots
     from bayescount.stats import logsumexp
 
     rng = np.random.default_rng(SEED)
