@@ -88,19 +88,30 @@ def chol_solve(A, b):
 
 @numba.njit(cache=True, nogil=True)
 def _chol_solve_kernel(A, b, L, x):  # pragma: no cover - compiled
-    M, P = A.shape[0], A.shape[1]
-    for m in range(M):
-        chol_into(A[m], L[m])
-        for i in range(P):
-            acc = b[m, i]
-            for k in range(i):
-                acc -= L[m, i, k] * x[m, k]
-            x[m, i] = acc / L[m, i, i]
-        for i in range(P - 1, -1, -1):
-            acc = x[m, i]
-            for k in range(i + 1, P):
-                acc -= L[m, k, i] * x[m, k]
-            x[m, i] = acc / L[m, i, i]
+    for m in range(A.shape[0]):
+        chol_solve_into(A[m], b[m], L[m], x[m])
+
+
+@numba.njit(cache=True, nogil=True)
+def chol_solve_into(A, b, L, x):  # pragma: no cover - compiled
+    """One small SPD matrix's lower Cholesky factor into ``L`` (zeroed first) and ``A^-1 b`` into ``x``.
+
+    NaN where ``A`` is not positive definite. For compiled kernels that loop
+    over their blocks themselves (leading blocks as views: ``A[:m, :m]``).
+    """
+    P = A.shape[0]
+    L[:, :] = 0.0
+    chol_into(A, L)
+    for i in range(P):
+        acc = b[i]
+        for k in range(i):
+            acc -= L[i, k] * x[k]
+        x[i] = acc / L[i, i]
+    for i in range(P - 1, -1, -1):
+        acc = x[i]
+        for k in range(i + 1, P):
+            acc -= L[k, i] * x[k]
+        x[i] = acc / L[i, i]
 
 
 def spd_inverse(A):

@@ -203,6 +203,19 @@ def gene_both(y, eta, d, need_ll, grp, d1e, d2ee, d2ed):
 
 
 @numba.njit(cache=True, nogil=True, inline="always")
+def design_eta(Xd, grp, offset, theta, P, xb, eta):
+    """One gene's ``eta = offset + X theta[:P]`` into ``eta``, through the distinct design rows
+    ``Xd`` (``grp``: each observation's row; ``xb``: work space, one value a row)."""
+    for r in range(Xd.shape[0]):
+        acc = 0.0
+        for p in range(P):
+            acc += Xd[r, p] * theta[p]
+        xb[r] = acc
+    for j in range(offset.size):
+        eta[j] = offset[j] + xb[grp[j]]
+
+
+@numba.njit(cache=True, nogil=True, inline="always")
 def gene_value(y, eta, d, lgy):
     """One gene's log-density sum (:func:`nb_value` of a row)."""
     n = y.size

@@ -16,20 +16,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from ._linalg import chol_into
-from ._nb_kernels import gene_both, gene_value
-
-
-@numba.njit(cache=True, nogil=True, inline="always")
-def _eta(Xd, grp, offset, theta, P, xb, eta):
-    # eta = offset + X theta[:P], through the distinct design rows.
-    for r in range(Xd.shape[0]):
-        acc = 0.0
-        for p in range(P):
-            acc += Xd[r, p] * theta[p]
-        xb[r] = acc
-    for j in range(offset.size):
-        eta[j] = offset[j] + xb[grp[j]]
+from ._linalg import chol_solve_into
+from ._nb_kernels import design_eta, gene_both, gene_value
 
 
 @numba.njit(cache=True, nogil=True)
@@ -38,7 +26,7 @@ def _derivs(y, Xd, grp, offset, lgy, theta, loc, scale, need_ll, xb, eta, d1e, d
     K = theta.size
     P = K - 1
     R = Xd.shape[0]
-    _eta(Xd, grp, offset, theta, P, xb, eta)
+    design_eta(Xd, grp, offset, theta, P, xb, eta)
     d1e[:] = 0.0
     d2ee[:] = 0.0
     d2ed[:] = 0.0
@@ -68,7 +56,7 @@ def _derivs(y, Xd, grp, offset, lgy, theta, loc, scale, need_ll, xb, eta, d1e, d
 
 @numba.njit(cache=True, nogil=True)
 def _logpost(y, Xd, grp, offset, lgy, theta, loc, scale, xb, eta):
-    _eta(Xd, grp, offset, theta, theta.size - 1, xb, eta)
+    design_eta(Xd, grp, offset, theta, theta.size - 1, xb, eta)
     return gene_value(y, eta, theta[theta.size - 1], lgy) - 0.5 * _sq(theta, loc, scale)
 
 
@@ -97,23 +85,11 @@ def _finite(f, g, H):
 @numba.njit(cache=True, nogil=True, inline="always")
 def _solve(A, g, L, step):
     # Cholesky of A and A^-1 g into step; whether A is (safely) positive definite.
-    K = g.size
-    L[:, :] = 0.0
-    chol_into(A, L)
+    chol_solve_into(A, g, L, step)
     ok = True
-    for i in range(K):
+    for i in range(g.size):
         if not (np.isfinite(L[i, i]) and L[i, i] > 1e-4):
             ok = False
-    for i in range(K):
-        acc = g[i]
-        for k in range(i):
-            acc -= L[i, k] * step[k]
-        step[i] = acc / L[i, i]
-    for i in range(K - 1, -1, -1):
-        acc = step[i]
-        for k in range(i + 1, K):
-            acc -= L[k, i] * step[k]
-        step[i] = acc / L[i, i]
     return ok
 
 

@@ -16,8 +16,8 @@ import math
 import numba
 import numpy as np
 
-from ._linalg import chol_into
-from ._nb_kernels import gene_eta
+from ._linalg import chol_solve_into
+from ._nb_kernels import design_eta, gene_eta, gene_value
 
 _LOG2PI = math.log(2.0 * math.pi)
 
@@ -33,13 +33,7 @@ def _block_derivs(y, Xd, grp, offset, lgy, th, loc, scale, blk, xb, eta, d1, d2,
     """Log-likelihood at ``th`` (log-dispersion held), and the block ``blk``'s log-posterior gradient and ``-H``."""
     P = Xd.shape[1]
     R = Xd.shape[0]
-    for r in range(R):
-        acc = 0.0
-        for p in range(P):
-            acc += Xd[r, p] * th[p]
-        xb[r] = acc
-    for j in range(offset.size):
-        eta[j] = offset[j] + xb[grp[j]]
+    design_eta(Xd, grp, offset, th, P, xb, eta)
     d1[:] = 0.0
     d2[:] = 0.0
     ll = gene_eta(y, eta, th[P], 1, grp, d1, d2) - lgy
@@ -63,33 +57,16 @@ def _block_derivs(y, Xd, grp, offset, lgy, th, loc, scale, blk, xb, eta, d1, d2,
 
 
 @numba.njit(cache=True, nogil=True)
-def _value(y, Xd, grp, offset, lgy, th, xb, eta, d1, d2):
+def _value(y, Xd, grp, offset, lgy, th, xb, eta):
     P = Xd.shape[1]
-    for r in range(Xd.shape[0]):
-        acc = 0.0
-        for p in range(P):
-            acc += Xd[r, p] * th[p]
-        xb[r] = acc
-    for j in range(offset.size):
-        eta[j] = offset[j] + xb[grp[j]]
-    return gene_eta(y, eta, th[P], 1, grp, d1, d2) - lgy
+    design_eta(Xd, grp, offset, th, P, xb, eta)
+    return gene_value(y, eta, th[P], lgy)
 
 
 @numba.njit(cache=True, nogil=True)
 def _chol_step(A, g, L, step, m):
     # Cholesky of A[:m, :m] into L and A^-1 g into step (0 where not finite).
-    L[:m, :m] = 0.0
-    chol_into(A[:m, :m], L[:m, :m])
-    for i in range(m):
-        acc = g[i]
-        for k in range(i):
-            acc -= L[i, k] * step[k]
-        step[i] = acc / L[i, i]
-    for i in range(m - 1, -1, -1):
-        acc = step[i]
-        for k in range(i + 1, m):
-            acc -= L[k, i] * step[k]
-        step[i] = acc / L[i, i]
+    chol_solve_into(A[:m, :m], g[:m], L[:m, :m], step[:m])
     finite = True
     for i in range(m):
         finite &= np.isfinite(step[i])
@@ -132,7 +109,7 @@ def _block_fit(y, Xd, grp, offset, lgy, th, loc, scale, blk, trust, max_extra, m
             for a in range(m):
                 cand[blk[a]] += t * cap * step[a]
                 f1 += _log_normal(cand[blk[a]], loc[blk[a]], scale[blk[a]])
-            f1 += _value(y, Xd, grp, offset, lgy, cand, xb, eta, d1, d2)
+            f1 += _value(y, Xd, grp, offset, lgy, cand, xb, eta)
             if np.isfinite(f1) and f1 > f0:
                 th[:] = cand
                 moved = True
@@ -224,18 +201,7 @@ def _null_gap(y, Xd, grp, offset, lgy, th, loc, scale, bb, f, A, rest, slopes, t
         rhs[a] = acc
         for k in range(nr):
             Arr[a, k] = A[rest[a], rest[k]]
-    Lrr[:nr, :nr] = 0.0
-    chol_into(Arr[:nr, :nr], Lrr[:nr, :nr])
-    for a in range(nr):
-        acc = rhs[a]
-        for k in range(a):
-            acc -= Lrr[a, k] * sol[k]
-        sol[a] = acc / Lrr[a, a]
-    for a in range(nr - 1, -1, -1):
-        acc = sol[a]
-        for k in range(a + 1, nr):
-            acc -= Lrr[k, a] * sol[k]
-        sol[a] = acc / Lrr[a, a]
+    chol_solve_into(Arr[:nr, :nr], rhs[:nr], Lrr[:nr, :nr], sol[:nr])
     x[:] = bb
     for a in range(nr):
         x[rest[a]] += sol[a]
