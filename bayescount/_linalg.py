@@ -46,28 +46,11 @@ def cholesky(A):
     return L
 
 
-def forward(L, b):
-    """Solve ``L y = b`` for lower-triangular stacks."""
-    y = np.empty_like(b)
-    for i in range(b.shape[-1]):
-        y[..., i] = (b[..., i] - np.sum(L[..., i, :i] * y[..., :i], axis=-1)) / L[..., i, i]
-    return y
-
-
-def backward(L, y):
-    """Solve ``L^T x = y`` for lower-triangular stacks."""
-    n = y.shape[-1]
-    x = np.empty_like(y)
-    for i in range(n - 1, -1, -1):
-        x[..., i] = (y[..., i] - np.sum(L[..., i + 1 :, i] * x[..., i + 1 :], axis=-1)) / L[..., i, i]
-    return x
-
-
 def chol_solve(A, b):
     """Lower Cholesky factors ``L`` of a stack of small SPD matrices and the solutions of ``A x = b``.
 
-    One compiled pass per matrix (the stacked :func:`cholesky`, :func:`forward`
-    and :func:`backward` make a dozen temporaries each); NaN in ``L`` and ``x``
+    One compiled pass per matrix (stacked numpy triangular solves made a dozen
+    temporaries each); NaN in ``L`` and ``x``
     where a matrix is not positive definite. Returns ``(L, x)``.
 
     Examples

@@ -229,33 +229,24 @@ def gene_value(y, eta, d, lgy):
 
 
 @numba.njit(cache=True, nogil=True)
-def _row_logp(y, rows, eta, d, lgy, with_eta):
-    m = rows.size
-    n = y.shape[1]
-    out = np.empty(m)
-    for g in range(m):
-        row = rows[g]
-        r = math.exp(-d[g])
-        lgr = math.lgamma(r) if r < LARGE_R else 0.0
-        acc = 0.0
-        for j in range(n):
-            yy = y[row, j]
-            if with_eta:
-                s = d[g] + eta[g, j]
-                acc += _logp(yy, s, _softplus(s, math.exp(min(s, S_MAX))), r, lgr, True)
-            else:
-                acc += _log_rising(yy, r, lgr)
-        out[g] = acc - lgy[row]
-    return out
-
-
-@numba.njit(cache=True, nogil=True)
 def nb_value(y, rows, eta, d, lgy):
     """Row sums of the log-density, (m,)."""
-    return _row_logp(y, rows, eta, d, lgy, True)
+    out = np.empty(rows.size)
+    for g in range(rows.size):
+        out[g] = gene_value(y[rows[g]], eta[g], d[g], lgy[rows[g]])
+    return out
 
 
 @numba.njit(cache=True, nogil=True)
 def nb_normalizer(y, rows, d, lgy):
     """Row sums of the eta-free terms ``log_rising(y, r) - lgamma(y + 1)``, (m,)."""
-    return _row_logp(y, rows, y, d, lgy, False)
+    out = np.empty(rows.size)
+    for g in range(rows.size):
+        row = rows[g]
+        r = math.exp(-d[g])
+        lgr = math.lgamma(r) if r < LARGE_R else 0.0
+        acc = 0.0
+        for j in range(y.shape[1]):
+            acc += _log_rising(y[row, j], r, lgr)
+        out[g] = acc - lgy[row]
+    return out

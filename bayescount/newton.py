@@ -156,7 +156,6 @@ class GeneProblem:
             self._grp = np.ascontiguousarray(grp.ravel(), dtype=np.int64)
             P = self._Xd.shape[1]
             self._outer_d = (self._Xd[:, :, None] * self._Xd[:, None, :]).reshape(len(self._Xd), P * P)
-            self.y = np.ascontiguousarray(self.y)
 
     @property
     def fused_newton(self) -> bool:
